@@ -1,0 +1,57 @@
+package v1alpha1
+
+// Condition types of a TokenPolicy.
+const (
+	// ConditionReady summarises the policy: True when keys and the revocation store are ready.
+	ConditionReady = "Ready"
+	// ConditionKeysReady is True when an active signing key is loaded and published.
+	ConditionKeysReady = "KeysReady"
+	// ConditionRevocationStoreReady is True when every shard exists and has room under its budget.
+	ConditionRevocationStoreReady = "RevocationStoreReady"
+)
+
+// Condition reasons.
+const (
+	ReasonReady                 = "Ready"
+	ReasonKeysAvailable         = "KeysAvailable"
+	ReasonSecretMalformed       = "SecretMalformed"
+	ReasonKeysNotReady          = "KeysNotReady"
+	ReasonShardsAvailable       = "ShardsAvailable"
+	ReasonShardNearBudget       = "ShardNearBudget"
+	ReasonRevocationStoreFailed = "RevocationStoreNotReady"
+	ReasonReconcileError        = "ReconcileError"
+)
+
+// Event reasons, on the TokenPolicy the event is about.
+const (
+	EventKeyGenerated         = "KeyGenerated"
+	EventKeyActivated         = "KeyActivated"
+	EventKeyRetired           = "KeyRetired"
+	EventKeyRemoved           = "KeyRemoved"
+	EventInvalidSigningSecret = "InvalidSigningSecret"
+	EventShardNearBudget      = "ShardNearBudget"
+	EventRefreshTokenReuse    = "RefreshTokenReuse"
+	EventRevocationApplied    = "RevocationApplied"
+)
+
+// Labels and annotations tokenwarden puts on the objects it owns or reads.
+const (
+	// LabelPolicy names the TokenPolicy an object belongs to.
+	LabelPolicy = "tokenwarden.io/policy"
+	// LabelComponent says what the object is for: one of the Component* values.
+	LabelComponent = "tokenwarden.io/component"
+	// LabelManagedBy marks an object tokenwarden created and may rewrite.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is LabelManagedBy's value.
+	ManagedByValue = "tokenwarden"
+
+	ComponentSigningKeys = "signing-keys"
+	ComponentJWKS        = "jwks"
+	ComponentRevocations = "revocations"
+	ComponentUsers       = "users"
+
+	// AnnotationActiveKey names the kid that signs, in a signing-key Secret.
+	AnnotationActiveKey = "tokenwarden.io/active-key"
+	// AnnotationKeySchedule holds, in a generated signing-key Secret, the rotation times of its keys.
+	AnnotationKeySchedule = "tokenwarden.io/key-schedule"
+)

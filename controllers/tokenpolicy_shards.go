@@ -1,0 +1,102 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+)
+
+// NearBudget is the fill, as a fraction of the budget, at which RevocationStoreReady turns False: before
+// writes start failing, so that someone can raise the shard count in time.
+const NearBudget = 0.9
+
+// reconcileShards creates the policy's shard ConfigMaps, deletes surplus ones once they are empty, and
+// reports each shard's fill. A session's record stays in the shard it was placed in at login for the
+// session's whole life, so a changed shard count moves nothing: new sessions spread over the new count,
+// and a surplus shard drains as its records expire.
+func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) error {
+	p := s.policy
+	var list corev1.ConfigMapList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace), client.MatchingLabels{
+		v1alpha1.LabelPolicy: p.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		return wrapf(err, "list revocation shards")
+	}
+	want := int(p.Spec.Revocation.Shards)
+	existing := map[int]*corev1.ConfigMap{}
+	for i := range list.Items {
+		cm := &list.Items[i]
+		idx, ok := shardIndex(p.Name, cm.Name)
+		if !ok || !metav1.IsControlledBy(cm, p) {
+			continue
+		}
+		existing[idx] = cm
+	}
+	for i := range want {
+		if _, ok := existing[i]; ok {
+			continue
+		}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: revocation.ShardName(p.Name, i),
+			Labels: ownedLabels(p, v1alpha1.ComponentRevocations)}, Data: map[string]string{}}
+		if err := controllerutil.SetControllerReference(p, cm, r.Scheme); err != nil {
+			return err
+		}
+		if err := r.Client.Create(ctx, cm); err != nil {
+			return wrapf(err, "create revocation shard %s", cm.Name)
+		}
+		existing[i] = cm
+	}
+
+	indexes := make([]int, 0, len(existing))
+	for i := range existing {
+		indexes = append(indexes, i)
+	}
+	sort.Ints(indexes)
+	var full []string
+	for _, i := range indexes {
+		cm := existing[i]
+		st := revocation.Stats(cm.Data)
+		if i >= want && st.Records == 0 {
+			if err := r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+				return wrapf(err, "delete drained revocation shard %s", cm.Name)
+			}
+			continue
+		}
+		s.shardStats = append(s.shardStats, v1alpha1.ShardStatus{Name: cm.Name, Records: int32(st.Records),
+			Bytes: int64(st.Bytes), RevokedSessions: int32(st.RevokedSessions)})
+		if i < want && float64(st.Bytes) >= NearBudget*float64(r.budget()) {
+			full = append(full, fmt.Sprintf("%s (%d of %d bytes)", cm.Name, st.Bytes, r.budget()))
+		}
+	}
+	if len(full) > 0 {
+		s.shardsErr = fmt.Errorf("shards near their byte budget: %s; raise spec.revocation.shards", strings.Join(full, ", "))
+		r.event(p, corev1.EventTypeWarning, v1alpha1.EventShardNearBudget, "CheckShards", "%v", s.shardsErr)
+	}
+	return nil
+}
+
+func (r *TokenPolicyReconciler) budget() int {
+	if r.ShardBudget == 0 {
+		return DefaultShardBudget
+	}
+	return r.ShardBudget
+}
+
+// shardIndex parses the index out of a shard name of policy.
+func shardIndex(policy, name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, policy+"-revocations-")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil && i >= 0 && revocation.ShardName(policy, i) == name
+}

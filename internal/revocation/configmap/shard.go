@@ -1,0 +1,54 @@
+package configmap
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Mutation changes a shard's data in place and reports whether it changed anything. It may be called more
+// than once (once per compare-and-swap attempt), each time with the freshest data, so it must decide
+// from what it is given and nothing else.
+type Mutation func(data map[string]string) (changed bool, err error)
+
+// UpdateShard applies mutate to the shard ConfigMap key and writes it with a resourceVersion precondition.
+// start is the object to begin from (for example from an informer cache), or nil to read it first. On a
+// conflict it re-reads the object through reader (uncached) and applies mutate again. It returns the
+// object as written (or as read, when nothing changed) and the number of writes it sent.
+func UpdateShard(ctx context.Context, c client.Client, reader client.Reader, key types.NamespacedName, start *corev1.ConfigMap, mutate Mutation) (*corev1.ConfigMap, int, error) {
+	cm := start
+	writes := 0
+	for {
+		if cm == nil {
+			cm = &corev1.ConfigMap{}
+			if err := reader.Get(ctx, key, cm); err != nil {
+				return nil, writes, fmt.Errorf("read shard %s: %w", key, err)
+			}
+		} else {
+			cm = cm.DeepCopy()
+		}
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		changed, err := mutate(cm.Data)
+		if err != nil {
+			return nil, writes, err
+		}
+		if !changed {
+			return cm, writes, nil
+		}
+		writes++
+		err = c.Update(ctx, cm) // carries cm.ResourceVersion: the API server refuses a stale one
+		if err == nil {
+			return cm, writes, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return nil, writes, fmt.Errorf("update shard %s: %w", key, err)
+		}
+		cm = nil
+	}
+}
