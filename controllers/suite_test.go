@@ -113,3 +113,7 @@ func findCondition(p *v1alpha1.TokenPolicy, t string) *metav1.Condition {
 	}
 	return nil
 }
+
+func reconcileRequest(ns, name string) ctrl.Request {
+	return ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}
+}

@@ -140,20 +140,19 @@ func (r *TokenPolicyReconciler) reconcileKeys(ctx context.Context, s *scope) err
 	if isNotFound(err) {
 		// The cache holds labelled Secrets only; an unlabelled one of the user's must not be overwritten.
 		err = r.APIReader.Get(ctx, key, secret)
-		if err == nil {
-			return r.useProvidedSecret(s, secret, fmt.Errorf("secret %s is not labelled %s=%s: the issuer only reads labelled Secrets; label it",
-				key.Name, v1alpha1.LabelComponent, v1alpha1.ComponentSigningKeys))
-		}
 	}
 	switch {
 	case isNotFound(err):
 		return r.createKeySecret(ctx, s, key)
 	case err != nil:
 		return wrapf(err, "get signing-key secret %s", key)
-	case secret.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue:
-		return r.useProvidedSecret(s, secret, nil)
+	case secret.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByValue:
+		return r.rotateKeySecret(ctx, s, secret)
+	case secret.Labels[v1alpha1.LabelComponent] != v1alpha1.ComponentSigningKeys:
+		return r.keysInvalid(s, fmt.Errorf("secret %s is not labelled %s=%s, and the issuer reads only labelled Secrets: label it",
+			key.Name, v1alpha1.LabelComponent, v1alpha1.ComponentSigningKeys))
 	}
-	return r.rotateKeySecret(ctx, s, secret)
+	return r.useProvidedSecret(s, secret)
 }
 
 func (r *TokenPolicyReconciler) createKeySecret(ctx context.Context, s *scope, key types.NamespacedName) error {
@@ -176,6 +175,9 @@ func (r *TokenPolicyReconciler) createKeySecret(ctx context.Context, s *scope, k
 		return wrapf(err, "create signing-key secret %s", key)
 	}
 	r.event(p, corev1.EventTypeNormal, v1alpha1.EventKeyGenerated, "Generate", "Generated %s signing key %s in Secret %s", p.Spec.Signing.Algorithm, k.ID, key.Name)
+	if plan := planRotation(schedule, now, timingFor(p), func(string) bool { return false }); !plan.deadline.IsZero() {
+		s.requeueAt(plan.deadline)
+	}
 	return r.loadKeys(s, secret, schedule)
 }
 
@@ -265,14 +267,11 @@ func writeKeys(secret *corev1.Secret, active string, schedule []scheduledKey, li
 }
 
 // useProvidedSecret loads the keys of a Secret someone else manages: every key verifies, the annotated one
-// signs, nothing rotates, nothing is written. notice is a problem to report even if the keys load.
-func (r *TokenPolicyReconciler) useProvidedSecret(s *scope, secret *corev1.Secret, notice error) error {
+// signs, nothing rotates, nothing is written.
+func (r *TokenPolicyReconciler) useProvidedSecret(s *scope, secret *corev1.Secret) error {
 	set, err := keys.FromSecret(s.policy.Spec.Signing.Algorithm, secret)
 	if err != nil {
 		return r.keysInvalid(s, err)
-	}
-	if notice != nil {
-		return r.keysInvalid(s, notice)
 	}
 	s.keySet = set
 	for _, kid := range set.IDs() {

@@ -25,10 +25,11 @@ func (r *TokenPolicyReconciler) patchStatus(ctx context.Context, original *v1alp
 	}
 	if s.shardStats != nil {
 		st.Shards = s.shardStats
-		st.RevokedSessions = 0
+		var revoked int32
 		for _, sh := range s.shardStats {
-			st.RevokedSessions += sh.RevokedSessions
+			revoked += sh.RevokedSessions
 		}
+		st.RevokedSessions = &revoked
 	}
 
 	keysReady := condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionTrue, v1alpha1.ReasonKeysAvailable, "Signing key "+st.ActiveKeyID+" is active and published")

@@ -285,7 +285,7 @@ type TokenPolicyStatus struct {
 
 	// RevokedSessions is the number of revoked sessions across all shards.
 	// +optional
-	RevokedSessions int32 `json:"revokedSessions,omitempty"`
+	RevokedSessions *int32 `json:"revokedSessions,omitempty"`
 }
 
 // TokenPolicy declares how one group of apps gets tokens: lifetimes, signing, who may log in, and where

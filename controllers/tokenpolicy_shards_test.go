@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+)
+
+func (f *fixture) shardNames(policy string) []string {
+	f.t.Helper()
+	var list corev1.ConfigMapList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(f.ns),
+		client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		f.t.Fatal(err)
+	}
+	var names []string
+	for _, cm := range list.Items {
+		names = append(names, cm.Name)
+	}
+	return names
+}
+
+func (f *fixture) setShards(name string, n int32) {
+	f.t.Helper()
+	p := f.get(name)
+	p.Spec.Revocation.Shards = n
+	if err := env.Client.Update(context.Background(), p); err != nil {
+		f.t.Fatalf("set shards to %d: %v", n, err)
+	}
+}
+
+func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
+	f := newFixture(t)
+	p := f.policy("sharded", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 2 })
+	f.reconcile("sharded")
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-1" {
+		t.Fatalf("shards: got %s; want two", got)
+	}
+	cm := f.configMap("sharded-revocations-1")
+	if !metav1.IsControlledBy(cm, p) {
+		t.Errorf("shard owner references %v; want the policy as controller", cm.OwnerReferences)
+	}
+
+	f.setShards("sharded", 4)
+	f.reconcile("sharded")
+	if got := len(f.shardNames("sharded")); got != 4 {
+		t.Fatalf("after raising to 4: %d shards; want 4", got)
+	}
+
+	// A record in shard 3 keeps that shard while the count drops to 1; the empty surplus ones go.
+	shard3 := f.configMap("sharded-revocations-3")
+	rec := revocation.Session{Subject: "alice", Generation: 2, Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(time.Hour), State: revocation.Revoked, Reason: revocation.ReasonLogout}
+	shard3.Data = map[string]string{revocation.SessionKey("sid-1"): revocation.EncodeSession(rec)}
+	if err := env.Client.Update(context.Background(), shard3); err != nil {
+		t.Fatal(err)
+	}
+	f.setShards("sharded", 1)
+	f.reconcile("sharded")
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-3" {
+		t.Fatalf("after lowering to 1: shards %s; want 0 and the non-empty 3", got)
+	}
+	st := f.get("sharded").Status
+	if len(st.Shards) != 2 || st.Shards[1].Name != "sharded-revocations-3" || st.Shards[1].Records != 1 || st.Shards[1].RevokedSessions != 1 || st.Shards[1].Bytes == 0 {
+		t.Fatalf("status.shards: got %+v; want shard 0 empty and shard 3 with one revoked record", st.Shards)
+	}
+	if st.RevokedSessions == nil || *st.RevokedSessions != 1 {
+		t.Fatalf("status.revokedSessions: got %v; want 1", st.RevokedSessions)
+	}
+
+	// Once its records are gone, the surplus shard is deleted.
+	shard3 = f.configMap("sharded-revocations-3")
+	shard3.Data = nil
+	if err := env.Client.Update(context.Background(), shard3); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile("sharded")
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0" {
+		t.Fatalf("after draining: shards %s; want only 0", got)
+	}
+}
+
+func TestAShardNearItsBudgetTurnsRevocationStoreReadyFalse(t *testing.T) {
+	f := newFixture(t)
+	f.r.ShardBudget = 1000
+	f.policy("tight", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 1 })
+	f.reconcile("tight")
+	cm := f.configMap("tight-revocations-0")
+	cm.Data = map[string]string{}
+	for i := 0; len(cm.Data) < 10; i++ {
+		rec := revocation.Session{Subject: "alice", Generation: uint64(i), Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(time.Hour), State: revocation.Active}
+		cm.Data[revocation.SessionKey("session-"+string(rune('a'+i)))] = revocation.EncodeSession(rec)
+	}
+	if err := env.Client.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile("tight")
+	p := f.get("tight")
+	c := findCondition(p, v1alpha1.ConditionRevocationStoreReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonShardNearBudget || !strings.Contains(c.Message, "tight-revocations-0") {
+		t.Fatalf("RevocationStoreReady: got %+v; want False, %s, naming the shard", c, v1alpha1.ReasonShardNearBudget)
+	}
+	if r := findCondition(p, v1alpha1.ConditionReady); r == nil || r.Status != metav1.ConditionFalse {
+		t.Fatalf("Ready: got %+v; want False", r)
+	}
+}
