@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tokenwarden/tokenwarden/controllers"
+	"github.com/tokenwarden/tokenwarden/internal/kube"
+)
+
+// ControllerConfig is the controller's configuration.
+type ControllerConfig struct {
+	IssuerURL        string
+	MetricsAddr      string
+	ProbeAddr        string
+	LeaderElection   bool
+	LeaderElectionNS string
+	ShardBudget      int
+	Zap              zap.Options
+}
+
+func controllerFlags(fs *flag.FlagSet) runner {
+	c := &ControllerConfig{}
+	fs.StringVar(&c.IssuerURL, "issuer-url", "", "external base URL of the issuer; a policy is served at <issuer-url>/<namespace>/<name> (required)")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&c.LeaderElection, "leader-elect", true, "elect a leader so that only one replica reconciles")
+	fs.StringVar(&c.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader-election Lease; default: the pod's namespace")
+	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", controllers.DefaultShardBudget, "byte budget of one revocation shard")
+	c.Zap.BindFlags(fs)
+	return c
+}
+
+// Validate checks the configuration before anything starts.
+func (c *ControllerConfig) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.IssuerURL); c.IssuerURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--issuer-url must be an absolute http(s) URL, got %q", c.IssuerURL))
+	}
+	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
+		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600 (objects are limited to 1 MiB), got %d", c.ShardBudget))
+	}
+	return errors.Join(errs...)
+}
+
+// Run runs the controller until ctx ends.
+func (c *ControllerConfig) Run(ctx context.Context) error {
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&c.Zap)))
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  kube.Scheme(),
+		Cache:                   controllers.CacheOptions(),
+		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
+		HealthProbeBindAddress:  c.ProbeAddr,
+		LeaderElection:          c.LeaderElection,
+		LeaderElectionID:        "tokenwarden-controller",
+		LeaderElectionNamespace: c.LeaderElectionNS,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	r := &controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/keys"
+	"github.com/tokenwarden/tokenwarden/internal/testenv"
+)
+
+// TestTheManagerReconcilesFromWatches runs the reconciler as the controller binary does, with its narrow
+// caches, and checks that changes to a policy and to a user's Secret are picked up without a nudge.
+func TestTheManagerReconcilesFromWatches(t *testing.T) {
+	ns := env.Namespace(t)
+	opts := ctrl.Options{Scheme: env.Scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}}
+	mgr, err := ctrl.NewManager(env.Config, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: "http://127.0.0.1:8443"}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+
+	// A policy whose user Secret is missing its key: not ready until the Secret is fixed.
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "user-keys",
+		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}}, Data: map[string][]byte{"note": []byte("empty")}}
+	if err := env.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	p := &v1alpha1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "watched"},
+		Spec: v1alpha1.TokenPolicySpec{Audiences: []string{"api"}, Signing: v1alpha1.SigningSpec{SecretName: "user-keys"}}}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	readyIs := func(want metav1.ConditionStatus) func() (bool, string) {
+		return func() (bool, string) {
+			got := &v1alpha1.TokenPolicy{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+				return false, err.Error()
+			}
+			c := findCondition(got, v1alpha1.ConditionReady)
+			return c != nil && c.Status == want, "Ready is " + condString(c)
+		}
+	}
+	testenv.Eventually(t, 30*time.Second, readyIs(metav1.ConditionFalse))
+
+	k, err := keys.Generate(v1alpha1.EdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = map[string][]byte{k.DataKey(): encoded(t, k)}
+	if err := env.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, readyIs(metav1.ConditionTrue))
+
+	// Raising the shard count is seen through the policy watch.
+	got := &v1alpha1.TokenPolicy{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Revocation.Shards = 6
+	if err := env.Client.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		var list corev1.ConfigMapList
+		if err := env.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == 6, "shards: " + itoa(len(list.Items))
+	})
+}
+
+func condString(c *metav1.Condition) string {
+	if c == nil {
+		return "absent"
+	}
+	return string(c.Status) + " (" + c.Reason + ": " + c.Message + ")"
+}
