@@ -1,0 +1,49 @@
+package issuer
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/issuer/token"
+)
+
+// Policy is everything the issuer needs to serve one TokenPolicy. It is immutable: a change to the
+// policy, its keys or its users builds a new one.
+type Policy struct {
+	// Key names the policy.
+	Key types.NamespacedName
+	// Object is the TokenPolicy as observed (for events); never modified.
+	Object *v1alpha1.TokenPolicy
+	// Issuer is the iss of the policy's tokens: <external URL>/<namespace>/<name>.
+	Issuer string
+	// Codec mints and verifies the policy's tokens with its current keys.
+	Codec *token.Codec
+	// Users checks passwords; nil when the policy has no password Secret (password login is off).
+	Users PasswordChecker
+}
+
+// Spec is the policy's spec.
+func (p *Policy) Spec() *v1alpha1.TokenPolicySpec { return &p.Object.Spec }
+
+// PasswordChecker checks a username and password. Implementations take the same time for an unknown
+// user as for a wrong password.
+type PasswordChecker interface {
+	Check(username, password string) bool
+}
+
+// Policies finds the policies the issuer serves.
+type Policies interface {
+	// Get returns the policy namespace/name, or false when it does not exist or its keys are not loaded.
+	Get(namespace, name string) (*Policy, bool)
+	// Ready reports whether the caches are synced and keys loaded.
+	Ready() bool
+}
+
+// Authenticator verifies a Kubernetes ServiceAccount token (with a TokenReview) for the given audience.
+type Authenticator interface {
+	// Authenticate returns the ServiceAccount's namespace and name, or an error when the token is not a
+	// valid ServiceAccount token for audience.
+	Authenticate(ctx context.Context, token, audience string) (namespace, name string, err error)
+}
