@@ -10,19 +10,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Mutation changes a shard's data in place and reports whether it changed anything. It may be called more
-// than once (once per compare-and-swap attempt), each time with the freshest data, so it must decide
-// from what it is given and nothing else.
+// Mutation changes a shard's data in place and reports whether it changed anything. It is called once per
+// compare-and-swap attempt, each time with the freshest data, so it must decide from what it is given.
 type Mutation func(data map[string]string) (changed bool, err error)
 
-// UpdateShard applies mutate to the shard ConfigMap key and writes it with a resourceVersion precondition.
-// start is the object to begin from (for example from an informer cache), or nil to read it first. On a
-// conflict it re-reads the object through reader (uncached) and applies mutate again. It returns the
-// object as written (or as read, when nothing changed) and the number of writes it sent.
+// UpdateShard is the one code path that writes a shard. It applies mutate to the shard ConfigMap key and
+// writes it with a resourceVersion precondition. start is the object to begin from (an informer's copy, or
+// the last one written), or nil to read it first; start is never modified. On a conflict it re-reads the
+// object through reader (uncached) and applies mutate again, until the write succeeds, mutate fails, or
+// ctx ends. It returns the object as written (or as read, when nothing changed) and the number of Updates
+// sent (conflicts are that number minus one on success).
 func UpdateShard(ctx context.Context, c client.Client, reader client.Reader, key types.NamespacedName, start *corev1.ConfigMap, mutate Mutation) (*corev1.ConfigMap, int, error) {
 	cm := start
 	writes := 0
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, writes, fmt.Errorf("update shard %s: %w", key, err)
+		}
 		if cm == nil {
 			cm = &corev1.ConfigMap{}
 			if err := reader.Get(ctx, key, cm); err != nil {

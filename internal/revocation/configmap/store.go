@@ -1,0 +1,279 @@
+package configmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+)
+
+// DefaultBudget is the bytes of records a shard may hold before new records are refused: half the 1 MiB
+// object limit, so that records already in a full shard can still be updated in place.
+const DefaultBudget = 512 << 10
+
+// DefaultWriteTimeout bounds one batch's compare-and-swap, conflicts included.
+const DefaultWriteTimeout = 10 * time.Second
+
+// Options configure a Store.
+type Options struct {
+	// Budget is the byte budget of one shard; 0 means DefaultBudget.
+	Budget int
+	// WriteTimeout bounds one batch commit; 0 means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// Metrics receives what the store does; nil records nothing.
+	Metrics *Metrics
+}
+
+// Store keeps revocation state in shard ConfigMaps. Reads come from an index fed by an informer over the
+// shards (register the Store as the informer's event handler); writes are compare-and-swap Updates,
+// batched per shard: operations that arrive while a shard's write is in flight are committed together in
+// the next one, and on a conflict every pending operation is decided again on the fresh object.
+type Store struct {
+	client  client.Client
+	reader  client.Reader
+	index   *index
+	opts    Options
+	mu      sync.Mutex
+	writers map[types.NamespacedName]*writer
+}
+
+var _ revocation.Store = (*Store)(nil)
+
+// New returns a Store that writes with c and re-reads with reader (uncached) after a conflict.
+func New(c client.Client, reader client.Reader, opts Options) *Store {
+	if opts.Budget == 0 {
+		opts.Budget = DefaultBudget
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	return &Store{client: c, reader: reader, index: newIndex(), opts: opts, writers: map[types.NamespacedName]*writer{}}
+}
+
+// EventHandler is what the shard informer reports to.
+func (s *Store) EventHandler() toolscache.ResourceEventHandler { return s.index }
+
+// op is one operation on one entry of one shard. decide is called once per compare-and-swap attempt with
+// the entry's current value (ok false when absent) and the shard's data (read-only); it returns the new
+// value to store, whether to store it, and the operation's outcome, which stands only once the write (if
+// any) has succeeded.
+type op struct {
+	key    string
+	decide func(cur string, ok bool, data map[string]string) (next string, write bool, outcome error)
+	err    error
+	done   chan struct{}
+}
+
+// writer serialises and batches the writes of one shard.
+type writer struct {
+	store   *Store
+	shard   types.NamespacedName
+	mu      sync.Mutex
+	pending []*op
+	busy    bool
+}
+
+func (s *Store) writer(shard types.NamespacedName) *writer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.writers[shard]
+	if w == nil {
+		w = &writer{store: s, shard: shard}
+		s.writers[shard] = w
+	}
+	return w
+}
+
+// do queues o on its shard and waits for its outcome. If ctx ends first, the write may still happen; the
+// caller answers nothing it cannot stand behind.
+func (s *Store) do(ctx context.Context, place revocation.Place, o *op) error {
+	shard := types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)}
+	o.done = make(chan struct{})
+	s.writer(shard).submit(o)
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", revocation.ErrUnavailable, ctx.Err())
+	}
+}
+
+func (w *writer) submit(o *op) {
+	w.mu.Lock()
+	w.pending = append(w.pending, o)
+	start := !w.busy
+	w.busy = true
+	w.mu.Unlock()
+	if start {
+		go w.run()
+	}
+}
+
+// run commits batches until nothing is pending: whatever queued during one write goes in the next.
+func (w *writer) run() {
+	for {
+		w.mu.Lock()
+		batch := w.pending
+		w.pending = nil
+		if len(batch) == 0 {
+			w.busy = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		w.commit(batch)
+	}
+}
+
+func (w *writer) commit(batch []*op) {
+	s := w.store
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+	defer cancel()
+	began := time.Now()
+	mutate := func(data map[string]string) (bool, error) {
+		size := dataSize(data)
+		changed := false
+		for _, o := range batch {
+			cur, ok := data[o.key]
+			next, write, outcome := o.decide(cur, ok, data)
+			o.err = outcome
+			if !write || (ok && next == cur) {
+				continue
+			}
+			grown := size - len(cur) + len(next)
+			if !ok {
+				grown += len(o.key)
+			}
+			if !ok && grown > s.opts.Budget {
+				o.err = fmt.Errorf("%w: %s holds %d of %d bytes", revocation.ErrShardFull, w.shard.Name, size, s.opts.Budget)
+				continue
+			}
+			data[o.key], size, changed = next, grown, true
+		}
+		return changed, nil
+	}
+	written, writes, err := UpdateShard(ctx, s.client, s.reader, w.shard, s.index.object(w.shard), mutate)
+	s.opts.Metrics.commit(len(batch), writes, written, time.Since(began), err)
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			err = fmt.Errorf("shard %s does not exist yet: %w", w.shard.Name, err)
+		}
+		for _, o := range batch {
+			o.err = fmt.Errorf("%w: %w", revocation.ErrUnavailable, err)
+		}
+	} else if writes > 0 {
+		s.index.observe(written)
+	}
+	for _, o := range batch {
+		close(o.done)
+	}
+}
+
+func dataSize(data map[string]string) int {
+	n := 0
+	for k, v := range data {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// Refresh applies revocation.DecideRefresh to the session's record as the API server holds it now.
+func (s *Store) Refresh(ctx context.Context, req revocation.RefreshRequest) (revocation.RefreshResult, error) {
+	var res revocation.RefreshResult
+	o := &op{key: revocation.SessionKey(req.SessionID)}
+	o.decide = func(cur string, ok bool, data map[string]string) (string, bool, error) {
+		var rec *revocation.Session
+		if ok {
+			r, err := revocation.DecodeSession(cur)
+			if err != nil {
+				return "", false, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, req.SessionID, err)
+			}
+			rec = &r
+		}
+		next, r, err := revocation.DecideRefresh(rec, s.revokedBefore(req.Policy, req.Subject, data), req)
+		res = r
+		if next == nil {
+			return "", false, err
+		}
+		return revocation.EncodeSession(*next), true, err
+	}
+	if err := s.do(ctx, req.Place, o); err != nil {
+		return revocation.RefreshResult{}, err
+	}
+	return res, nil
+}
+
+// revokedBefore is the subject's mark: in the shard being written (exact), or in the others (observed).
+func (s *Store) revokedBefore(policy types.NamespacedName, subject string, data map[string]string) time.Time {
+	latest := s.index.revokedBefore(policy, subject)
+	if v, ok := data[revocation.SubjectKey(subject)]; ok {
+		if sub, err := revocation.DecodeSubject(v); err == nil && sub.RevokedBefore.After(latest) {
+			latest = sub.RevokedBefore
+		}
+	}
+	return latest
+}
+
+// RevokeSession applies revocation.DecideRevokeSession.
+func (s *Store) RevokeSession(ctx context.Context, req revocation.RevokeSessionRequest) error {
+	o := &op{key: revocation.SessionKey(req.SessionID)}
+	o.decide = func(cur string, ok bool, _ map[string]string) (string, bool, error) {
+		var rec *revocation.Session
+		if ok {
+			r, err := revocation.DecodeSession(cur)
+			if err != nil {
+				return "", false, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, req.SessionID, err)
+			}
+			rec = &r
+		}
+		next := revocation.DecideRevokeSession(rec, req)
+		if next == nil {
+			return "", false, nil
+		}
+		return revocation.EncodeSession(*next), true, nil
+	}
+	return s.do(ctx, req.Place, o)
+}
+
+// RevokeSubject applies revocation.DecideRevokeSubject.
+func (s *Store) RevokeSubject(ctx context.Context, req revocation.RevokeSubjectRequest) error {
+	o := &op{key: revocation.SubjectKey(req.Subject)}
+	o.decide = func(cur string, ok bool, _ map[string]string) (string, bool, error) {
+		var rec *revocation.Subject
+		if ok {
+			r, err := revocation.DecodeSubject(cur)
+			if err != nil {
+				return "", false, fmt.Errorf("%w: subject record: %w", revocation.ErrUnavailable, err)
+			}
+			rec = &r
+		}
+		next := revocation.DecideRevokeSubject(rec, req)
+		if next == nil {
+			return "", false, nil
+		}
+		return revocation.EncodeSubject(*next), true, nil
+	}
+	return s.do(ctx, req.Place, o)
+}
+
+// Valid applies revocation.CheckValid to what this replica has observed.
+func (s *Store) Valid(policy types.NamespacedName, sid, subject string, authTime time.Time) error {
+	return revocation.CheckValid(s.index.session(policy, sid), s.index.revokedBefore(policy, subject), authTime)
+}
+
+// IsUnavailable reports whether err means the store could not decide (fail closed).
+func IsUnavailable(err error) bool {
+	return errors.Is(err, revocation.ErrUnavailable) || errors.Is(err, revocation.ErrShardFull)
+}
+
+// ShardObject returns the newest copy of a shard this replica holds (nil if none); do not modify it.
+func (s *Store) ShardObject(key types.NamespacedName) *corev1.ConfigMap { return s.index.object(key) }

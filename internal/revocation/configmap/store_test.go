@@ -1,0 +1,181 @@
+package configmap_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/storetest"
+	"github.com/tokenwarden/tokenwarden/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
+
+var policies atomic.Int64
+
+// createShards creates a policy's shard ConfigMaps as the controller does.
+func createShards(t *testing.T, shards int) types.NamespacedName {
+	t.Helper()
+	ns := env.Namespace(t)
+	policy := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))}
+	for i := range shards {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: revocation.ShardName(policy.Name, i),
+			Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+		if err := env.Client.Create(context.Background(), cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return policy
+}
+
+// replica starts one issuer replica's view: its own informer over the shards, its own store.
+func replica(t *testing.T, opts configmap.Options) *configmap.Store {
+	t.Helper()
+	c, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme, ByObject: map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}: {Label: labelsComponent()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	inf, err := c.GetInformer(ctx, &corev1.ConfigMap{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := configmap.New(env.Client, env.Client, opts)
+	if _, err := inf.AddEventHandler(s.EventHandler()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = c.Start(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	return s
+}
+
+func TestConfigMapStoreConforms(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Replicas: func(t *testing.T, n, shards int) (types.NamespacedName, []revocation.Store) {
+			policy := createShards(t, shards)
+			out := make([]revocation.Store, n)
+			for i := range out {
+				out[i] = replica(t, configmap.Options{})
+			}
+			return policy, out
+		},
+		Propagation: 30 * time.Second,
+	})
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func refresh(policy types.NamespacedName, sid string, gen uint64) revocation.RefreshRequest {
+	return revocation.RefreshRequest{Place: revocation.Place{Policy: policy, Shard: 0}, SessionID: sid, Subject: "alice",
+		Generation: gen, AuthTime: t0, Expiry: t0.Add(24 * time.Hour), Now: t0.Add(time.Minute)}
+}
+
+func TestRecordsAreReadableInTheShard(t *testing.T) {
+	policy := createShards(t, 1)
+	s := replica(t, configmap.Options{})
+	if _, err := s.Refresh(context.Background(), refresh(policy, "sid-readable", 0)); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: policy.Namespace, Name: policy.Name + "-revocations-0"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	got := cm.Data["s.sid-readable"]
+	for _, want := range []string{`"sub":"alice"`, `"gen":1`, `"state":"active"`, `"exp":"2026-03-02T12:00:00Z"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("record %s: want it to contain %s", got, want)
+		}
+	}
+}
+
+func TestConcurrentOperationsOnAShardAreBatched(t *testing.T) {
+	policy := createShards(t, 1)
+	reg := prometheus.NewRegistry()
+	metrics := configmap.NewMetrics(reg)
+	s := replica(t, configmap.Options{Metrics: metrics})
+	const n = 200
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Refresh(context.Background(), refresh(policy, fmt.Sprintf("batch-%d", i), 0))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, writes := testutil.ToFloat64(metrics.Operations), testutil.ToFloat64(metrics.Writes)
+	if ops != n {
+		t.Fatalf("operations: got %v; want %d", ops, n)
+	}
+	if writes >= n {
+		t.Fatalf("writes: got %v for %d concurrent refreshes; want fewer (operations that queue during a write share the next one)", writes, n)
+	}
+	t.Logf("%d refreshes committed in %v writes", n, writes)
+}
+
+func TestAFullShardRefusesNewRecordsButUpdatesExistingOnes(t *testing.T) {
+	policy := createShards(t, 1)
+	s := replica(t, configmap.Options{Budget: 600})
+	ctx := context.Background()
+	var full error
+	created := []string{}
+	for i := 0; i < 20 && full == nil; i++ {
+		sid := fmt.Sprintf("fill-%d", i)
+		if _, full = s.Refresh(ctx, refresh(policy, sid, 0)); full == nil {
+			created = append(created, sid)
+		}
+	}
+	if !errors.Is(full, revocation.ErrShardFull) || !configmap.IsUnavailable(full) {
+		t.Fatalf("filling the shard: got %v; want ErrShardFull (which fails closed)", full)
+	}
+	if len(created) == 0 {
+		t.Fatal("not one record fitted the budget")
+	}
+	if _, err := s.Refresh(ctx, refresh(policy, created[0], 1)); err != nil {
+		t.Fatalf("refreshing a session already in the full shard: %v; want success (an update in place)", err)
+	}
+	if err := s.RevokeSession(ctx, revocation.RevokeSessionRequest{Place: revocation.Place{Policy: policy}, SessionID: created[0],
+		Subject: "alice", Expiry: t0.Add(time.Hour), Reason: revocation.ReasonLogout, Now: t0}); err != nil {
+		t.Fatalf("revoking a session already in the full shard: %v; want success", err)
+	}
+}
+
+func TestAMissingShardFailsClosed(t *testing.T) {
+	policy := createShards(t, 1)
+	s := replica(t, configmap.Options{})
+	req := refresh(policy, "sid", 0)
+	req.Shard = 7 // never created
+	if _, err := s.Refresh(context.Background(), req); !errors.Is(err, revocation.ErrUnavailable) {
+		t.Fatalf("refresh into a missing shard: got %v; want ErrUnavailable", err)
+	}
+}
+
+func labelsComponent() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations})
+}
