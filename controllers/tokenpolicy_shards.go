@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
 // NearBudget is the fill, as a fraction of the budget, at which RevocationStoreReady turns False: before
@@ -64,6 +65,10 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 	var full []string
 	for _, i := range indexes {
 		cm := existing[i]
+		cm, err := r.dropExpired(ctx, s, cm)
+		if err != nil {
+			return err
+		}
 		st := revocation.Stats(cm.Data)
 		if i >= want && st.Records == 0 {
 			if err := r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion}); client.IgnoreNotFound(err) != nil {
@@ -99,4 +104,34 @@ func shardIndex(policy, name string) (int, bool) {
 	}
 	i, err := strconv.Atoi(rest)
 	return i, err == nil && i >= 0 && revocation.ShardName(policy, i) == name
+}
+
+// dropExpired removes the records of a shard that have expired, through the one shard-writing path, and
+// asks for another pass when the next record expires.
+func (r *TokenPolicyReconciler) dropExpired(ctx context.Context, s *scope, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+	expired := false
+	for k, v := range cm.Data {
+		if revocation.Expired(k, v, s.now) {
+			expired = true
+		} else if exp, ok := revocation.ExpiryOf(k, v); ok {
+			s.requeueAt(exp)
+		}
+	}
+	if !expired {
+		return cm, nil
+	}
+	written, _, err := configmap.UpdateShard(ctx, r.Client, r.APIReader, client.ObjectKeyFromObject(cm), cm, func(data map[string]string) (bool, error) {
+		changed := false
+		for k, v := range data {
+			if revocation.Expired(k, v, s.now) {
+				delete(data, k)
+				changed = true
+			}
+		}
+		return changed, nil
+	})
+	if err != nil {
+		return nil, wrapf(err, "drop expired records")
+	}
+	return written, nil
 }

@@ -111,3 +111,37 @@ func TestAShardNearItsBudgetTurnsRevocationStoreReadyFalse(t *testing.T) {
 		t.Fatalf("Ready: got %+v; want False", r)
 	}
 }
+
+func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
+	f := newFixture(t)
+	f.r.IssuerURL = "https://issuer.example.com"
+	f.policy("expiring", func(s *v1alpha1.TokenPolicySpec) {
+		s.Revocation.Shards = 1
+		s.Signing.RotationInterval = &metav1.Duration{}
+	})
+	f.reconcile("expiring")
+	now := f.clock.Now()
+	cm := f.configMap("expiring-revocations-0")
+	cm.Data = map[string]string{
+		revocation.SessionKey("gone"): revocation.EncodeSession(revocation.Session{Subject: "a", Generation: 1, Rotated: now, Expiry: now.Add(time.Minute), State: revocation.Active}),
+		revocation.SessionKey("kept"): revocation.EncodeSession(revocation.Session{Subject: "b", Generation: 1, Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Revoked}),
+		revocation.SubjectKey("carol"): revocation.EncodeSubject(revocation.Subject{Subject: "carol", RevokedBefore: now, Expiry: now.Add(30 * time.Minute)}),
+	}
+	if err := env.Client.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	if res := f.reconcile("expiring"); res.RequeueAfter != time.Minute {
+		t.Fatalf("requeue after %s; want 1m, when the first record expires", res.RequeueAfter)
+	}
+	f.clock.Step(time.Minute)
+	if res := f.reconcile("expiring"); res.RequeueAfter != 29*time.Minute {
+		t.Fatalf("requeue after %s; want 29m, when the subject record expires", res.RequeueAfter)
+	}
+	data := f.configMap("expiring-revocations-0").Data
+	if _, ok := data[revocation.SessionKey("gone")]; ok || len(data) != 2 {
+		t.Fatalf("shard after the first expiry: %v; want the expired session dropped and two records kept", data)
+	}
+	if st := f.get("expiring").Status.Shards[0]; st.Records != 2 || st.RevokedSessions != 1 {
+		t.Fatalf("shard status: %+v; want 2 records, 1 revoked", st)
+	}
+}

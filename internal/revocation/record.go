@@ -159,15 +159,22 @@ func Stats(data map[string]string) ShardStats {
 // Expired reports whether the record stored under key can be dropped at now. A record that cannot be
 // decoded is never dropped: a person should look at it.
 func Expired(key, value string, now time.Time) bool {
+	exp, ok := ExpiryOf(key, value)
+	return ok && !now.Before(exp)
+}
+
+// ExpiryOf is when the record stored under key can be dropped; ok is false for entries that are not
+// records or cannot be decoded.
+func ExpiryOf(key, value string) (time.Time, bool) {
 	switch {
 	case IsSessionKey(key):
 		s, err := DecodeSession(value)
-		return err == nil && !now.Before(s.Expiry)
+		return s.Expiry, err == nil
 	case IsSubjectKey(key):
 		s, err := DecodeSubject(value)
-		return err == nil && !now.Before(s.Expiry)
+		return s.Expiry, err == nil
 	}
-	return false
+	return time.Time{}, false
 }
 
 // ShardKeyOf is the id that places the record under key in a shard: the session id, or for a subject
