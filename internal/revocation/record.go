@@ -1,6 +1,7 @@
 package revocation
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -83,6 +84,34 @@ func ShardOf(id string, n int) int {
 	h := fnv.New32a()
 	h.Write([]byte(id))
 	return int(h.Sum32() % uint32(n))
+}
+
+// NewSessionID returns a new session id placed in shard: 128 random bits, base64url, then "." and the
+// shard index. The shard is part of the id so that a session's records stay in one shard for its whole
+// life, whatever the shard count becomes, and so that anyone holding only the id (an operator revoking
+// it) finds its shard.
+func NewSessionID(shard int) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b) + "." + strconv.Itoa(shard)
+}
+
+// ShardOfSession is the shard a session id was placed in, or false for an id NewSessionID did not make.
+func ShardOfSession(sid string) (int, bool) {
+	i := strings.LastIndexByte(sid, '.')
+	if i != 22 {
+		return 0, false
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(sid[:i]); err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(sid[i+1:])
+	if err != nil || n < 0 || n >= 256 || strconv.Itoa(n) != sid[i+1:] {
+		return 0, false
+	}
+	return n, true
 }
 
 // ShardName is the name of shard i of a policy's revocation ConfigMaps.

@@ -64,7 +64,7 @@ type RevokeSessionRequest struct {
 
 // RevokeSubjectRequest revokes every session of Subject that logged in before Before: one record.
 type RevokeSubjectRequest struct {
-	Place // the shard of the subject (ShardOf(subject, shards) at the policy's current shard count)
+	Place   // the shard of the subject (ShardOf(subject, shards) at the policy's current shard count)
 	Subject string
 	Before  time.Time
 	Expiry  time.Time // when the last session this can affect ends

@@ -30,7 +30,8 @@ type Session struct {
 	Subject string
 	// ClientID is the OAuth client the session was issued to; empty leaves client_id out.
 	ClientID string
-	// AuthTime is when the subject logged in: the auth_time claim of refresh tokens.
+	// AuthTime is when the subject logged in: the auth_time claim of both kinds of token, which a
+	// subject-wide "revoked before" mark is compared with.
 	AuthTime time.Time
 	// Expiry is the session's absolute end: the exp claim of refresh tokens, and a cap on the exp claim
 	// of access tokens. Zero means no cap for access tokens; refresh tokens need it.
@@ -47,6 +48,7 @@ type AccessClaims struct {
 	Audience  []string    `json:"aud"` // always a JSON array
 	ExpiresAt NumericDate `json:"exp"`
 	IssuedAt  NumericDate `json:"iat"`
+	AuthTime  NumericDate `json:"auth_time"`
 	ID        string      `json:"jti"` // derived from (sid, generation); equal for re-mints of one generation
 	ClientID  string      `json:"client_id,omitempty"`
 	SessionID string      `json:"sid"`
@@ -61,11 +63,11 @@ type RefreshClaims struct {
 	Audience   []string    `json:"aud"` // exactly [issuer]
 	ExpiresAt  NumericDate `json:"exp"` // the session's absolute expiry
 	IssuedAt   NumericDate `json:"iat"` // when this generation was issued
+	AuthTime   NumericDate `json:"auth_time"`
 	ID         string      `json:"jti"` // derived from (sid, generation)
 	ClientID   string      `json:"client_id,omitempty"`
 	SessionID  string      `json:"sid"`
 	Generation uint64      `json:"gen"`
-	AuthTime   NumericDate `json:"auth_time"`
 	Scope      string      `json:"scope,omitempty"`
 }
 
@@ -93,6 +95,8 @@ func (c *AccessClaims) missing() string {
 		return "sid"
 	case c.ID == "":
 		return "jti"
+	case c.AuthTime == 0:
+		return "auth_time"
 	}
 	return ""
 }

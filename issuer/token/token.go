@@ -37,15 +37,16 @@ const (
 // and ErrNotYetValid are only ever said of a token the policy's key signed.
 var (
 	// ErrMalformed: not a token this package mints. Empty, longer than MaxTokenSize, a byte outside
-	// base64url and '.', not three segments, bad base64 or JSON, or a required claim missing.
+	// base64url and '.', not three segments, bad base64 or JSON, or a required claim missing or of the
+	// wrong JSON type.
 	ErrMalformed = errors.New("malformed token")
 	// ErrUnknownKey: the kid header is missing or names no key of the policy.
 	ErrUnknownKey = errors.New("unknown signing key")
 	// ErrWrongType: the typ header is not the kind asked for, e.g. a refresh token presented as an access
 	// token.
 	ErrWrongType = errors.New("wrong token type")
-	// ErrSignature: the alg header is not the policy's algorithm, or the signature does not verify with
-	// the key the kid names.
+	// ErrSignature: the alg header is missing or not the policy's algorithm, or the signature does not
+	// verify with the key the kid names.
 	ErrSignature = errors.New("invalid signature")
 	// ErrWrongIssuer: iss is not the policy's issuer.
 	ErrWrongIssuer = errors.New("wrong issuer")
@@ -67,7 +68,8 @@ type Policy struct {
 	Audiences []string
 	// AccessLifetime is how long an access token lives, in whole seconds, at least one.
 	AccessLifetime time.Duration
-	// Keys verify tokens by kid; Keys.Active signs. The set must not be changed after New.
+	// Keys verify tokens by kid; Keys.Active signs. New takes what it needs, so later changes to the set
+	// do not reach the codec.
 	Keys *keys.Set
 	// Leeway is the clock skew tolerated on exp and iat; zero means DefaultLeeway.
 	Leeway time.Duration
@@ -116,7 +118,8 @@ func New(p Policy, clk clock.PassiveClock) (*Codec, error) {
 	}
 	for _, id := range p.Keys.IDs() {
 		k, _ := p.Keys.Get(id)
-		if id == "" || k.VerificationKey() == nil {
+		if id == "" || k.VerificationKey() == nil || (k.Algorithm.Symmetric() && len(k.Secret) < keys.MinHMACBytes) {
+			// An empty HMAC secret would verify whatever anyone signs with an empty secret.
 			return nil, fmt.Errorf("token policy: key %q cannot verify", id)
 		}
 		c.verifyKeys[id] = k.VerificationKey()
@@ -140,14 +143,8 @@ func New(p Policy, clk clock.PassiveClock) (*Codec, error) {
 	if leeway == 0 {
 		leeway = DefaultLeeway
 	}
-	c.access, err = c.newKind("access token", AccessType, "at|", p.Keys.Active.ID, leeway, clk, c.audiences...)
-	if err != nil {
-		return nil, err
-	}
-	c.refresh, err = c.newKind("refresh token", RefreshType, "rt|", p.Keys.Active.ID, leeway, clk, c.issuer)
-	if err != nil {
-		return nil, err
-	}
+	c.access = c.newKind("access token", AccessType, "at|", p.Keys.Active.ID, leeway, clk, c.audiences...)
+	c.refresh = c.newKind("refresh token", RefreshType, "rt|", p.Keys.Active.ID, leeway, clk, c.issuer)
 	return c, nil
 }
 
@@ -188,12 +185,9 @@ func (p *Policy) validate() error {
 	return nil
 }
 
-func (c *Codec) newKind(name, typ, jtiPrefix, kid string, leeway time.Duration, clk clock.PassiveClock, aud ...string) (kind, error) {
+func (c *Codec) newKind(name, typ, jtiPrefix, kid string, leeway time.Duration, clk clock.PassiveClock, aud ...string) kind {
 	alg := c.method.Alg()
-	header, err := json.Marshal(map[string]string{"alg": alg, "kid": kid, "typ": typ})
-	if err != nil {
-		return kind{}, fmt.Errorf("token policy: encode %s header: %w", name, err)
-	}
+	header, _ := json.Marshal(map[string]string{"alg": alg, "kid": kid, "typ": typ}) // strings always encode
 	return kind{
 		name:      name,
 		typ:       typ,
@@ -223,7 +217,7 @@ func (c *Codec) newKind(name, typ, jtiPrefix, kid string, leeway time.Duration, 
 			}
 			return key, nil
 		},
-	}, nil
+	}
 }
 
 // NewSessionID returns a new random session id: 128 bits, base64url without padding (22 characters).
@@ -234,13 +228,14 @@ func NewSessionID() string {
 }
 
 // MintAccess signs the access token of generation gen of session s, issued at issuedAt. It expires
-// AccessLifetime later, or when the session ends if that is sooner. Minting the same (s, gen, issuedAt)
-// again gives the same claims, and for EdDSA and HS256 the same token.
+// AccessLifetime later, or when the session ends if that is sooner; if the session has ended by issuedAt
+// the error wraps ErrExpired. Minting the same (s, gen, issuedAt) again gives the same claims, and for
+// EdDSA, RS256 and HS256 the same token.
 func (c *Codec) MintAccess(s Session, gen uint64, issuedAt time.Time) (string, *AccessClaims, error) {
 	iat := issuedAt.Unix()
 	exp := iat + c.accessLifetime
 	if err := s.check(issuedAt, false); err != nil {
-		return "", nil, fmt.Errorf("mint access token for session %s: %w", s.ID, err)
+		return "", nil, fmt.Errorf("mint access token for session %q: %w", s.ID, err)
 	}
 	if !s.Expiry.IsZero() {
 		exp = min(exp, s.Expiry.Unix())
@@ -251,6 +246,7 @@ func (c *Codec) MintAccess(s Session, gen uint64, issuedAt time.Time) (string, *
 		Audience:  slices.Clone(c.audiences), // the caller may change its copy; the codec's stays as it is
 		ExpiresAt: NumericDate(exp),
 		IssuedAt:  NumericDate(iat),
+		AuthTime:  NumericDate(s.AuthTime.Unix()),
 		ID:        tokenID(c.access.jtiPrefix, s.ID, gen),
 		ClientID:  s.ClientID,
 		SessionID: s.ID,
@@ -258,17 +254,17 @@ func (c *Codec) MintAccess(s Session, gen uint64, issuedAt time.Time) (string, *
 	}
 	raw, err := c.sign(&c.access, claims)
 	if err != nil {
-		return "", nil, fmt.Errorf("mint access token for session %s: %w", s.ID, err)
+		return "", nil, fmt.Errorf("mint access token for session %q: %w", s.ID, err)
 	}
 	return raw, claims, nil
 }
 
 // MintRefresh signs the refresh token of generation gen of session s, issued at issuedAt. It expires when
-// the session does. Minting the same (s, gen, issuedAt) again gives the same claims, and for EdDSA and
-// HS256 the same token.
+// the session does; if the session has ended by issuedAt the error wraps ErrExpired. Minting the same
+// (s, gen, issuedAt) again gives the same claims, and for EdDSA, RS256 and HS256 the same token.
 func (c *Codec) MintRefresh(s Session, gen uint64, issuedAt time.Time) (string, *RefreshClaims, error) {
 	if err := s.check(issuedAt, true); err != nil {
-		return "", nil, fmt.Errorf("mint refresh token for session %s: %w", s.ID, err)
+		return "", nil, fmt.Errorf("mint refresh token for session %q: %w", s.ID, err)
 	}
 	claims := &RefreshClaims{
 		Issuer:     c.issuer,
@@ -276,16 +272,16 @@ func (c *Codec) MintRefresh(s Session, gen uint64, issuedAt time.Time) (string, 
 		Audience:   []string{c.issuer},
 		ExpiresAt:  NumericDate(s.Expiry.Unix()),
 		IssuedAt:   NumericDate(issuedAt.Unix()),
+		AuthTime:   NumericDate(s.AuthTime.Unix()),
 		ID:         tokenID(c.refresh.jtiPrefix, s.ID, gen),
 		ClientID:   s.ClientID,
 		SessionID:  s.ID,
 		Generation: gen,
-		AuthTime:   NumericDate(s.AuthTime.Unix()),
 		Scope:      s.Scope,
 	}
 	raw, err := c.sign(&c.refresh, claims)
 	if err != nil {
-		return "", nil, fmt.Errorf("mint refresh token for session %s: %w", s.ID, err)
+		return "", nil, fmt.Errorf("mint refresh token for session %q: %w", s.ID, err)
 	}
 	return raw, claims, nil
 }
@@ -299,7 +295,7 @@ func (s *Session) check(issuedAt time.Time, refresh bool) error {
 		return errors.New("no subject")
 	case issuedAt.IsZero():
 		return errors.New("no issue time")
-	case refresh && s.AuthTime.IsZero():
+	case s.AuthTime.IsZero():
 		return errors.New("no authentication time")
 	case refresh && s.Expiry.IsZero():
 		return errors.New("no session expiry")

@@ -152,6 +152,14 @@ func (f *fixture) refresh(t testing.TB) string {
 
 var b64 = base64.RawURLEncoding
 
+// withPaddingBit sets the lowest bit of raw's last character. Every signature length here leaves spare
+// low bits there, so a decoder that does not insist they be zero reads the same signature.
+func withPaddingBit(raw string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, raw[len(raw)-1])
+	return raw[:len(raw)-1] + string(alphabet[last|1])
+}
+
 // decode returns the header and the claims of raw, numbers kept as written.
 func decode(t testing.TB, raw string) (header, claims map[string]any) {
 	t.Helper()
@@ -248,6 +256,7 @@ func TestMintedTokensVerify(t *testing.T) {
 				Audience:  []string{audience},
 				ExpiresAt: token.NumericDate(t0.Add(lifetime).Unix()),
 				IssuedAt:  token.NumericDate(t0.Unix()),
+				AuthTime:  token.NumericDate(f.session.AuthTime.Unix()),
 				ID:        minted.ID,
 				ClientID:  f.session.ClientID,
 				SessionID: f.session.ID,
@@ -282,11 +291,11 @@ func TestMintedTokensVerify(t *testing.T) {
 				Audience:   []string{issuer},
 				ExpiresAt:  token.NumericDate(f.session.Expiry.Unix()),
 				IssuedAt:   token.NumericDate(t0.Unix()),
+				AuthTime:   token.NumericDate(f.session.AuthTime.Unix()),
 				ID:         mintedRT.ID,
 				ClientID:   f.session.ClientID,
 				SessionID:  f.session.ID,
 				Generation: 7,
-				AuthTime:   token.NumericDate(f.session.AuthTime.Unix()),
 				Scope:      f.session.Scope,
 			}
 			if !reflect.DeepEqual(mintedRT, wantRT) {
@@ -467,16 +476,9 @@ func TestVerifyRefuses(t *testing.T) {
 			want: is(token.ErrMalformed),
 		},
 		{
-			name: "a signature whose last character has non-zero padding bits is malformed",
-			token: func(t *testing.T, f *fixture) string {
-				// Every signature length here leaves spare low bits in the last character; setting one
-				// would decode to the same signature without strict decoding.
-				const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-				raw := f.access(t)
-				last := strings.IndexByte(alphabet, raw[len(raw)-1])
-				return raw[:len(raw)-1] + string(alphabet[last|1])
-			},
-			want: is(token.ErrMalformed),
+			name:  "a signature whose last character has non-zero padding bits is malformed",
+			token: func(t *testing.T, f *fixture) string { return withPaddingBit(f.access(t)) },
+			want:  is(token.ErrMalformed),
 		},
 		{
 			name: "alg none without a signature is refused",
@@ -659,6 +661,11 @@ func TestVerifyRefuses(t *testing.T) {
 		{
 			name:  "an access token without jti is malformed",
 			token: editAccess(func(h, c map[string]any) { delete(c, "jti") }),
+			want:  is(token.ErrMalformed),
+		},
+		{
+			name:  "an access token without auth_time is malformed",
+			token: editAccess(func(h, c map[string]any) { delete(c, "auth_time") }),
 			want:  is(token.ErrMalformed),
 		},
 		{
@@ -1012,6 +1019,7 @@ func TestMintRefuses(t *testing.T) {
 		{name: "an access token without a session id", session: edit(func(s *token.Session) { s.ID = "" }), issuedAt: t0},
 		{name: "an access token without a subject", session: edit(func(s *token.Session) { s.Subject = "" }), issuedAt: t0},
 		{name: "an access token without an issue time", session: f.session},
+		{name: "an access token without an authentication time", session: edit(func(s *token.Session) { s.AuthTime = time.Time{} }), issuedAt: t0},
 		{name: "an access token after the session ended", session: f.session, issuedAt: f.session.Expiry, want: token.ErrExpired},
 		{name: "an access token longer than MaxTokenSize", session: edit(func(s *token.Session) { s.Scope = strings.Repeat("s", token.MaxTokenSize) }), issuedAt: t0},
 		{name: "a refresh token without a session expiry", refresh: true, session: edit(func(s *token.Session) { s.Expiry = time.Time{} }), issuedAt: t0},
@@ -1066,6 +1074,18 @@ func TestNewRefusesInvalidPolicies(t *testing.T) {
 		"an active key of another algorithm":           func(p *token.Policy) { p.Keys.Active = es[0] },
 		"an active key whose public half is another's": func(p *token.Policy) { p.Keys = f.set(t, &mismatched, &mismatched) },
 		"an active key without key material":           func(p *token.Policy) { p.Keys = f.set(t, &unusable, &unusable) },
+		"an HS256 key with an empty secret": func(p *token.Policy) {
+			hs, err := testKeys[v1alpha1.HS256]()
+			if err != nil {
+				t.Fatalf("generate HS256 keys: %v", err)
+			}
+			empty := keys.Key{ID: "empty", Algorithm: v1alpha1.HS256}
+			s, err := keys.NewSet(v1alpha1.HS256, hs[0].ID, []*keys.Key{hs[0], &empty})
+			if err != nil {
+				t.Fatalf("keys.NewSet: %v", err)
+			}
+			p.Keys = s
+		},
 		"an unsupported algorithm": func(p *token.Policy) {
 			p.Keys = f.set(t, f.active, f.active)
 			p.Keys.Algorithm = "PS256"
