@@ -123,8 +123,8 @@ func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
 	now := f.clock.Now()
 	cm := f.configMap("expiring-revocations-0")
 	cm.Data = map[string]string{
-		revocation.SessionKey("gone"): revocation.EncodeSession(revocation.Session{Subject: "a", Generation: 1, Rotated: now, Expiry: now.Add(time.Minute), State: revocation.Active}),
-		revocation.SessionKey("kept"): revocation.EncodeSession(revocation.Session{Subject: "b", Generation: 1, Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Revoked}),
+		revocation.SessionKey("gone"):  revocation.EncodeSession(revocation.Session{Subject: "a", Generation: 1, Rotated: now, Expiry: now.Add(time.Minute), State: revocation.Active}),
+		revocation.SessionKey("kept"):  revocation.EncodeSession(revocation.Session{Subject: "b", Generation: 1, Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Revoked}),
 		revocation.SubjectKey("carol"): revocation.EncodeSubject(revocation.Subject{Subject: "carol", RevokedBefore: now, Expiry: now.Add(30 * time.Minute)}),
 	}
 	if err := env.Client.Update(context.Background(), cm); err != nil {

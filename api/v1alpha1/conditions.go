@@ -10,6 +10,9 @@ const (
 	ConditionRevocationStoreReady = "RevocationStoreReady"
 )
 
+// ConditionApplied is True once a TokenRevocation is durably recorded.
+const ConditionApplied = "Applied"
+
 // Condition reasons.
 const (
 	ReasonReady                 = "Ready"
@@ -20,6 +23,9 @@ const (
 	ReasonShardNearBudget       = "ShardNearBudget"
 	ReasonRevocationStoreFailed = "RevocationStoreNotReady"
 	ReasonReconcileError        = "ReconcileError"
+	ReasonApplied               = "Applied"
+	ReasonPolicyNotFound        = "PolicyNotFound"
+	ReasonInvalidSessionID      = "InvalidSessionID"
 )
 
 // Event reasons, on the TokenPolicy the event is about.

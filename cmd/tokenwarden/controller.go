@@ -76,6 +76,11 @@ func (c *ControllerConfig) Run(ctx context.Context) error {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
+	revocations := &controllers.TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}}
+	if err := revocations.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up revocation controller: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
