@@ -65,12 +65,20 @@ func (e *Env) Stop() error { return e.env.Stop() }
 // Environment is the envtest environment, for tests that stop and restart parts of it.
 func (e *Env) Environment() *envtest.Environment { return e.env }
 
-// Main runs a package's tests against one control plane, started before and stopped after them.
-func Main(m *testing.M, env **Env) {
+// Main runs a package's tests against one control plane, started before and stopped after them. Each
+// setup function runs once the control plane is up.
+func Main(m *testing.M, env **Env, setup ...func(*Env) error) {
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	for _, f := range setup {
+		if err := f(e); err != nil {
+			fmt.Fprintln(os.Stderr, "test setup:", err)
+			_ = e.Stop()
+			os.Exit(1)
+		}
 	}
 	*env = e
 	code := m.Run()

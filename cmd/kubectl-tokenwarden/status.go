@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+)
+
+func statusCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status POLICY",
+		Short: "Show a policy's keys, revocation shards and revoked sessions",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ns, err := o.client()
+			if err != nil {
+				return err
+			}
+			return o.status(cmd.Context(), c, ns, args[0])
+		},
+	}
+}
+
+func (o *options) status(ctx context.Context, c client.Client, ns, name string) error {
+	p := &v1alpha1.TokenPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		return fmt.Errorf("get TokenPolicy %s/%s: %w", ns, name, err)
+	}
+	w := tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
+	printf(w, "Policy:\t%s/%s\n", p.Namespace, p.Name)
+	printf(w, "Issuer:\t%s\n", p.Status.IssuerURL)
+	printf(w, "Algorithm:\t%s\n", p.Spec.Signing.Algorithm)
+	printf(w, "Lifetimes:\taccess %s, refresh %s\n", p.Spec.AccessToken.Lifetime.Duration, p.Spec.RefreshToken.Lifetime.Duration)
+	for _, cond := range p.Status.Conditions {
+		printf(w, "%s:\t%s\t%s\n", cond.Type, cond.Status, cond.Message)
+	}
+	w.Flush()
+
+	printf(o.streams.Out, "\nKeys:\n")
+	w = tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
+	printf(w, "  KID\tSTATE\tACTIVATED\tRETIRED\tREMOVED AT\n")
+	for _, k := range p.Status.Keys {
+		printf(w, "  %s\t%s\t%s\t%s\t%s\n", k.KeyID, k.State, ts(k.ActivatedAt), ts(k.RetiredAt), ts(k.RemoveAt))
+	}
+	w.Flush()
+
+	shards, err := listShards(ctx, c, ns, name)
+	if err != nil {
+		return err
+	}
+	printf(o.streams.Out, "\nRevocation shards:\n")
+	w = tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
+	printf(w, "  SHARD\tRECORDS\tBYTES\tREVOKED\n")
+	total := 0
+	for _, cm := range shards {
+		st := revocation.Stats(cm.Data)
+		total += st.RevokedSessions
+		printf(w, "  %s\t%d\t%d\t%d\n", cm.Name, st.Records, st.Bytes, st.RevokedSessions)
+	}
+	w.Flush()
+	printf(o.streams.Out, "\nRevoked sessions: %d\n", total)
+	return nil
+}
+
+func ts(t *metav1.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// listShards returns a policy's shard ConfigMaps in index order.
+func listShards(ctx context.Context, c client.Client, ns, policy string) ([]corev1.ConfigMap, error) {
+	var list corev1.ConfigMapList
+	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		return nil, fmt.Errorf("list shards of %s: %w", policy, err)
+	}
+	sort.Slice(list.Items, func(i, j int) bool {
+		a, b := list.Items[i].Name, list.Items[j].Name
+		return len(a) < len(b) || (len(a) == len(b) && strings.Compare(a, b) < 0)
+	})
+	return list.Items, nil
+}
