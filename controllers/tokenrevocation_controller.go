@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -89,7 +90,9 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	} else {
 		// Every session that logged in before the TokenRevocation was created ends at most one refresh
 		// lifetime after it; the mark is kept that long.
-		before := tr.CreationTimestamp.Time
+		// creationTimestamp has whole seconds: the revocation happened within the second after it, so the
+		// mark covers that whole second (a login in the same second is revoked too, on the safe side).
+		before := tr.CreationTimestamp.Add(time.Second)
 		place = revocation.Place{Policy: policyKey, Shard: revocation.ShardOf(tr.Spec.Subject, int(policy.Spec.Revocation.Shards))}
 		key, target = revocation.SubjectKey(tr.Spec.Subject), "subject "+tr.Spec.Subject
 		decide = func(data map[string]string) (bool, error) {

@@ -19,7 +19,8 @@ type Mutation func(data map[string]string) (changed bool, err error)
 // the last one written), or nil to read it first; start is never modified. On a conflict it re-reads the
 // object through reader (uncached) and applies mutate again, until the write succeeds, mutate fails, or
 // ctx ends. It returns the object as written (or as read, when nothing changed) and the number of Updates
-// sent (conflicts are that number minus one on success).
+// sent (conflicts are that number minus one on success). A decision to write nothing is only returned
+// once it was made on a fresh read, so that every outcome reflects the shard as the API server holds it.
 func UpdateShard(ctx context.Context, c client.Client, reader client.Reader, key types.NamespacedName, start *corev1.ConfigMap, mutate Mutation) (*corev1.ConfigMap, int, error) {
 	cm := start
 	writes := 0
@@ -27,7 +28,8 @@ func UpdateShard(ctx context.Context, c client.Client, reader client.Reader, key
 		if err := ctx.Err(); err != nil {
 			return nil, writes, fmt.Errorf("update shard %s: %w", key, err)
 		}
-		if cm == nil {
+		fresh := cm == nil
+		if fresh {
 			cm = &corev1.ConfigMap{}
 			if err := reader.Get(ctx, key, cm); err != nil {
 				return nil, writes, fmt.Errorf("read shard %s: %w", key, err)
@@ -41,6 +43,12 @@ func UpdateShard(ctx context.Context, c client.Client, reader client.Reader, key
 		changed, err := mutate(cm.Data)
 		if err != nil {
 			return nil, writes, err
+		}
+		if !changed && !fresh {
+			// A write is checked by its resourceVersion precondition; a decision to write nothing has no
+			// such check, and start may be stale (an informer's copy). Decide again on a fresh read.
+			cm = nil
+			continue
 		}
 		if !changed {
 			return cm, writes, nil
