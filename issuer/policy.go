@@ -6,6 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/keys"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
 )
 
@@ -20,6 +21,8 @@ type Policy struct {
 	Issuer string
 	// Codec mints and verifies the policy's tokens with its current keys.
 	Codec *token.Codec
+	// Keys are the keys Codec was built from; jwks.json publishes their public halves.
+	Keys *keys.Set
 	// Users checks passwords; nil when the policy has no password Secret (password login is off).
 	Users PasswordChecker
 }

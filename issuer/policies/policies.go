@@ -143,7 +143,7 @@ func (s *Source) build(ctx context.Context, key types.NamespacedName) (*issuer.P
 	if err != nil {
 		return nil, err
 	}
-	p := &issuer.Policy{Key: key, Object: obj, Issuer: iss, Codec: codec}
+	p := &issuer.Policy{Key: key, Object: obj, Issuer: iss, Codec: codec, Keys: set}
 	if name := obj.Spec.Login.PasswordSecretName; name != "" {
 		users := &corev1.Secret{}
 		if err := s.reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, users); err != nil {

@@ -24,7 +24,7 @@ func (d NumericDate) jwtDate() *jwt.NumericDate {
 
 // Session is what a token says about the login it belongs to.
 type Session struct {
-	// ID is the session id (NewSessionID): the sid claim of both kinds of token.
+	// ID is the session id (revocation.NewSessionID): the sid claim of both kinds of token.
 	ID string
 	// Subject is who logged in: the sub claim.
 	Subject string

@@ -1,7 +1,6 @@
 package token
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -218,13 +217,6 @@ func (c *Codec) newKind(name, typ, jtiPrefix, kid string, leeway time.Duration, 
 			return key, nil
 		},
 	}
-}
-
-// NewSessionID returns a new random session id: 128 bits, base64url without padding (22 characters).
-func NewSessionID() string {
-	var b [16]byte
-	rand.Read(b[:]) // crypto/rand.Read never returns an error (Go 1.24 and later)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // MintAccess signs the access token of generation gen of session s, issued at issuedAt. It expires

@@ -1166,18 +1166,3 @@ func TestCodecIsSafeForConcurrentUse(t *testing.T) {
 		})
 	}
 }
-
-func TestNewSessionID(t *testing.T) {
-	seen := make(map[string]bool)
-	for range 1000 {
-		id := token.NewSessionID()
-		raw, err := b64.DecodeString(id)
-		if err != nil || len(raw) != 16 || len(id) != 22 {
-			t.Fatalf("NewSessionID() = %q: got %d characters, %d bytes, %v; want 22 base64url characters of 16 bytes", id, len(id), len(raw), err)
-		}
-		if seen[id] {
-			t.Fatalf("NewSessionID() = %q twice in 1000 calls; want every id new", id)
-		}
-		seen[id] = true
-	}
-}
