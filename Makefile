@@ -22,10 +22,11 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and RBAC from the Go markers.
+manifests: ## Generate the CRDs and RBAC from the Go markers, and copy the CRDs into the Helm chart.
 	@$(TOOLS); \
 	$$tools/controller-gen crd paths="./api/..." output:crd:artifacts:config=config/crd/bases; \
-	$$tools/controller-gen rbac:roleName=tokenwarden-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac
+	$$tools/controller-gen rbac:roleName=tokenwarden-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac; \
+	mkdir -p charts/tokenwarden/crds && rm -f charts/tokenwarden/crds/*.yaml && cp config/crd/bases/*.yaml charts/tokenwarden/crds/
 
 .PHONY: generate
 generate: ## Generate the deepcopy functions of the API types.
@@ -46,6 +47,13 @@ lint: ## go vet and gofmt.
 .PHONY: test
 test: verify lint ## Run every test against a real kube-apiserver and etcd (built once, then cached).
 	@$(TOOLS); set -x; KUBEBUILDER_ASSETS=$$tools go test $(GO_TEST_FLAGS) ./...
+
+##@ Run
+
+RUN_ARGS ?=
+.PHONY: run
+run: ## Run the whole product on a local control plane (no cluster, no Docker); Ctrl-C stops it. RUN_ARGS="--clean" starts afresh.
+	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden ./cmd/tokenwarden && exec bin/tokenwarden dev --control-plane "$$tools" $(RUN_ARGS)
 
 ##@ Build
 

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -54,13 +57,19 @@ func (c *ControllerConfig) Validate() error {
 
 // Run runs the controller until ctx ends.
 func (c *ControllerConfig) Run(ctx context.Context) error {
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&c.Zap)))
+	logger := zap.New(zap.UseFlagOptions(&c.Zap))
+	setLogger(logger)
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
 	}
+	return c.run(ctx, cfg, logger)
+}
+
+func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Logger) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  kube.Scheme(),
+		Logger:                  logger.WithName("controller"),
 		Cache:                   controllers.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
 		HealthProbeBindAddress:  c.ProbeAddr,
@@ -71,21 +80,32 @@ func (c *ControllerConfig) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	recorder := mgr.GetEventRecorder("tokenwarden-controller")
 	r := &controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget}
+		Recorder: recorder, Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
 	revocations := &controllers.TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}}
+		Recorder: recorder, Clock: clock.RealClock{}}
 	if err := revocations.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up revocation controller: %w", err)
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return err
+	if c.ProbeAddr != "0" {
+		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+			return err
+		}
 	}
 	return mgr.Start(ctx)
+}
+
+func defaultShardBudget() int { return controllers.DefaultShardBudget }
+
+// setLogger makes logger the logger of controller-runtime and klog, so that every line has one format.
+func setLogger(logger logr.Logger) {
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
 }

@@ -25,6 +25,8 @@ type runner interface {
 
 var commands = []command{
 	{"controller", "run the TokenPolicy controller", controllerFlags},
+	{"issuer", "serve the token endpoints of every TokenPolicy", issuerFlags},
+	{"dev", "run the whole product on a local control plane (make run)", devFlags},
 }
 
 func main() {

@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -68,6 +70,7 @@ func (e *Env) Environment() *envtest.Environment { return e.env }
 // Main runs a package's tests against one control plane, started before and stopped after them. Each
 // setup function runs once the control plane is up.
 func Main(m *testing.M, env **Env, setup ...func(*Env) error) {
+	ctrl.SetLogger(logr.Discard()) // tests assert on behaviour; controller-runtime's logs would only be noise
 	e, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

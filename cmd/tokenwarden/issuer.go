@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/issuer/app"
+)
+
+// IssuerConfig is the issuer's configuration.
+type IssuerConfig struct {
+	ExternalURL   string
+	Listen        string
+	ShardBudget   int
+	WriteTimeout  time.Duration
+	ShutdownGrace time.Duration
+	Zap           zap.Options
+}
+
+func issuerFlags(fs *flag.FlagSet) runner {
+	c := (&IssuerConfig{}).withDefaults()
+	fs.StringVar(&c.ExternalURL, "external-url", "", "URL clients reach the issuer at; policy namespace/name is served at <external-url>/<namespace>/<name> (required)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve HTTP on")
+	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
+	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	c.Zap.BindFlags(fs)
+	return c
+}
+
+func (c *IssuerConfig) withDefaults() *IssuerConfig {
+	if c.Listen == "" {
+		c.Listen = ":8443"
+	}
+	if c.ShardBudget == 0 {
+		c.ShardBudget = configmap.DefaultBudget
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = configmap.DefaultWriteTimeout
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	return c
+}
+
+// Validate checks the configuration before anything starts.
+func (c *IssuerConfig) Validate() error {
+	var errs []error
+	if u, err := url.Parse(c.ExternalURL); c.ExternalURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--external-url must be an absolute http(s) URL, got %q", c.ExternalURL))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
+	}
+	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
+		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600, got %d", c.ShardBudget))
+	}
+	if c.WriteTimeout <= 0 || c.ShutdownGrace < 0 {
+		errs = append(errs, errors.New("--store-write-timeout must be positive and --shutdown-grace not negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run serves until ctx ends.
+func (c *IssuerConfig) Run(ctx context.Context) error {
+	logger := zap.New(zap.UseFlagOptions(&c.Zap))
+	setLogger(logger)
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	return c.run(ctx, cfg, logger)
+}
+
+func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Logger) error {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, Logger: logger.WithName("issuer")})
+}

@@ -1,0 +1,147 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/kube"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/issuer"
+	"github.com/tokenwarden/tokenwarden/issuer/policies"
+)
+
+// Options configure one replica.
+type Options struct {
+	// ExternalURL is where clients reach the issuer; every replica of one issuer has the same.
+	ExternalURL string
+	// Listener is where the replica serves HTTP.
+	Listener net.Listener
+	// ShardBudget and WriteTimeout configure the revocation store; zero means its defaults.
+	ShardBudget  int
+	WriteTimeout time.Duration
+	// ShutdownGrace is how long in-flight requests may finish once ctx ends.
+	ShutdownGrace time.Duration
+	// Clock is the time tokens are issued and checked at; nil means the real clock.
+	Clock clock.PassiveClock
+	// Logger receives the replica's logs.
+	Logger logr.Logger
+	// Ready, if set, is closed once the policies are loaded and the replica serves them.
+	Ready chan<- struct{}
+	// ServerOptions adjusts the server configuration before the server is built (rate limits in tests).
+	ServerOptions func(*issuer.ServerConfig)
+}
+
+// CacheOptions are the replica's informers: every TokenPolicy, and only the Secrets and ConfigMaps it
+// reads (signing keys and users; revocation shards), selected by label.
+func CacheOptions() cache.Options {
+	secrets, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentSigningKeys, v1alpha1.ComponentUsers})
+	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.Equals, []string{v1alpha1.ComponentRevocations})
+	return cache.Options{Scheme: kube.Scheme(), ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}:    {Label: labels.NewSelector().Add(*secrets)},
+		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*shards)},
+	}}
+}
+
+// Run runs one replica until ctx ends, then drains in-flight requests for ShutdownGrace.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 10 * time.Second
+	}
+	informers, err := cache.New(cfg, CacheOptions())
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: kube.Scheme()})
+	if err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store := configmap.New(cl, cl, configmap.Options{Budget: o.ShardBudget, WriteTimeout: o.WriteTimeout, Metrics: configmap.NewMetrics(registry)})
+	shardInformer, err := informers.GetInformer(ctx, &corev1.ConfigMap{})
+	if err != nil {
+		return err
+	}
+	if _, err := shardInformer.AddEventHandler(store.EventHandler()); err != nil {
+		return err
+	}
+	source := policies.New(informers, o.ExternalURL, o.Clock, o.Logger.WithName("policies"))
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: clientset.EventsV1()})
+	stopEvents := make(chan struct{})
+	broadcaster.StartRecordingToSink(stopEvents)
+	defer func() { close(stopEvents); broadcaster.Shutdown() }()
+
+	sc := issuer.ServerConfig{
+		ExternalURL:   o.ExternalURL,
+		Policies:      source,
+		Store:         store,
+		Authenticator: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()},
+		Clock:         o.Clock,
+		Events:        broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
+		Logger:        o.Logger,
+		Registry:      registry,
+	}
+	if o.ServerOptions != nil {
+		o.ServerOptions(&sc)
+	}
+	srv, err := issuer.NewServer(sc)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cacheDone := make(chan error, 1)
+	go func() { cacheDone <- informers.Start(ctx) }()
+	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), srv.Handler())
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(o.Listener) }() // /readyz answers 503 until the policies are loaded
+	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "externalURL", o.ExternalURL)
+	if err := source.Start(ctx, informers); err != nil {
+		_ = httpServer.Close()
+		return err
+	}
+	o.Logger.Info("Policies loaded; ready")
+	if o.Ready != nil {
+		close(o.Ready)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return err
+	case err := <-cacheDone:
+		return fmt.Errorf("informers stopped: %w", err)
+	}
+	shutdownCtx, stop := context.WithTimeout(context.Background(), o.ShutdownGrace)
+	defer stop()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
