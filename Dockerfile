@@ -1,5 +1,5 @@
-# One image for every subcommand: tokenwarden controller | issuer.
 # syntax=docker/dockerfile:1
+# One image for every subcommand: tokenwarden controller | issuer.
 FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -22,11 +22,12 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and RBAC from the Go markers, and copy the CRDs into the Helm chart.
+manifests: ## Generate the CRDs and RBAC from the Go markers, and copy both into the Helm chart.
 	@$(TOOLS); \
 	$$tools/controller-gen crd paths="./api/..." output:crd:artifacts:config=config/crd/bases; \
 	$$tools/controller-gen rbac:roleName=tokenwarden-controller paths="./controllers/..." output:rbac:artifacts:config=config/rbac; \
-	mkdir -p charts/tokenwarden/crds && rm -f charts/tokenwarden/crds/*.yaml && cp config/crd/bases/*.yaml charts/tokenwarden/crds/
+	mkdir -p charts/tokenwarden/crds && rm -f charts/tokenwarden/crds/*.yaml && cp config/crd/bases/*.yaml charts/tokenwarden/crds/ && \
+	cp config/rbac/role.yaml charts/tokenwarden/files/controller-clusterrole.yaml
 
 .PHONY: generate
 generate: ## Generate the deepcopy functions of the API types.

@@ -1,0 +1,302 @@
+package chart
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// everyFeature turns on every optional part of the chart and sets every value away from its default.
+const everyFeature = `
+fullnameOverride: tw
+externalURL: https://tokens.example.com/auth
+shardBudgetBytes: 262144
+image:
+  repository: registry.example.com/tokenwarden
+  tag: v0.1.1
+  pullPolicy: Always
+imagePullSecrets: [{name: regcred}]
+controller:
+  replicas: 3
+  serviceAccount: {create: true, name: tw-ctl, annotations: {example.com/role: controller}}
+  resources: {requests: {cpu: 10m, memory: 32Mi}, limits: {cpu: "1", memory: 128Mi}}
+  podAnnotations: {example.com/scrape: "true"}
+  podLabels: {team: platform}
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Equal, value: platform, effect: NoSchedule}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}]
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app.kubernetes.io/component: controller}}}
+  priorityClassName: platform-critical
+  extraArgs: [--zap-log-level=debug]
+issuer:
+  replicas: 4
+  service: {type: LoadBalancer, port: 443, annotations: {example.com/lb: internal}}
+  podDisruptionBudget: {enabled: true, minAvailable: 50%}
+  autoscaling: {enabled: true, minReplicas: 3, maxReplicas: 12, targetCPUUtilizationPercentage: 60, targetMemoryUtilizationPercentage: 80}
+  preStopSleepSeconds: 10
+  terminationGracePeriodSeconds: 45
+  podAnnotations: {example.com/scrape: "true"}
+  podLabels: {team: platform}
+  nodeSelector: {kubernetes.io/os: linux}
+  tolerations: [{key: dedicated, operator: Exists}]
+  priorityClassName: platform-critical
+  extraArgs: [--shutdown-grace=20s]
+serviceMonitor:
+  enabled: true
+  interval: 15s
+  scrapeTimeout: 10s
+  labels: {release: prometheus}
+networkPolicy:
+  enabled: true
+  ingress:
+    namespaceSelector: {matchLabels: {tokenwarden.io/clients: "true"}}
+    podSelector: {matchExpressions: [{key: app, operator: Exists}]}
+  apiServer:
+    cidrs: [10.0.0.1/32, "fd00::1/128"]
+    ports: [6443]
+`
+
+func TestChartPassesHelmLintStrict(t *testing.T) {
+	for name, values := range map[string]string{"with default values": "", "with every optional feature on": everyFeature} {
+		t.Run(name, func(t *testing.T) {
+			args := []string{"lint", "--strict", chartDir()}
+			if values != "" {
+				args = append(args, "--values", valuesFile(t, values))
+			}
+			if out, err := helm(t, args...); err != nil {
+				t.Errorf("got %v\n%s; want helm lint --strict to pass", err, out)
+			}
+		})
+	}
+}
+
+func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
+	ns := restrictedNamespace(t)
+	objs := renderChart(t, defaultRelease, ns, "")
+
+	want := []string{
+		"ClusterRole//tokenwarden-controller", "ClusterRole//tokenwarden-issuer",
+		"ClusterRoleBinding//tokenwarden-controller", "ClusterRoleBinding//tokenwarden-issuer",
+		"CustomResourceDefinition//tokenpolicies.tokenwarden.io", "CustomResourceDefinition//tokenrevocations.tokenwarden.io",
+		"Deployment/" + ns + "/tokenwarden-controller", "Deployment/" + ns + "/tokenwarden-issuer",
+		"PodDisruptionBudget/" + ns + "/tokenwarden-issuer",
+		"Role/" + ns + "/tokenwarden-leader-election", "RoleBinding/" + ns + "/tokenwarden-leader-election",
+		"Service/" + ns + "/tokenwarden-issuer",
+		"ServiceAccount/" + ns + "/tokenwarden-controller", "ServiceAccount/" + ns + "/tokenwarden-issuer",
+	}
+	if got := identities(objs); !slices.Equal(got, want) {
+		t.Errorf("objects of the default installation:\ngot  %q;\nwant %q", got, want)
+	}
+	checkCommon(t, objs, ns)
+	dryRun(t, objs)
+
+	controller := find(t, objs, "Deployment", "tokenwarden-controller")
+	issuer := find(t, objs, "Deployment", "tokenwarden-issuer")
+	url := "http://tokenwarden-issuer." + ns + ".svc"
+	wantArgs := map[*unstructured.Unstructured][]string{
+		controller: {"controller", "--issuer-url=" + url, "--leader-elect", "--leader-election-namespace=" + ns},
+		issuer:     {"issuer", "--external-url=" + url, "--listen=:8443"},
+	}
+	for d, want := range wantArgs {
+		if got := container(t, d).Args; !slices.Equal(got, want) {
+			t.Errorf("%s args: got %q; want %q", d.GetName(), got, want)
+		}
+		if got := replicas(d); got != 2 {
+			t.Errorf("%s replicas: got %d; want 2", d.GetName(), got)
+		}
+		if sc := container(t, d).SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 65532 {
+			t.Errorf("%s container securityContext: got %+v; want runAsUser 65532", d.GetName(), sc)
+		}
+	}
+	if got := container(t, issuer).ReadinessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/readyz" || got.HTTPGet.Port.String() != "http" {
+		t.Errorf("issuer readiness probe: got %+v; want GET /readyz on port http", got)
+	}
+	if got := container(t, issuer).LivenessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/healthz" || got.HTTPGet.Port.String() != "http" {
+		t.Errorf("issuer liveness probe: got %+v; want GET /healthz on port http", got)
+	}
+	svc := &corev1.Service{}
+	convert(t, find(t, objs, "Service", "tokenwarden-issuer"), svc)
+	if p := svc.Spec.Ports; len(p) != 1 || p[0].Name != "http" || p[0].Port != 80 || p[0].TargetPort.String() != "http" {
+		t.Errorf("issuer Service ports: got %+v; want one port named http, 80 -> http", p)
+	}
+	if got, _, _ := unstructured.NestedFieldNoCopy(find(t, objs, "PodDisruptionBudget", "tokenwarden-issuer").Object, "spec", "minAvailable"); got != int64(1) {
+		t.Errorf("issuer PodDisruptionBudget minAvailable: got %v; want 1", got)
+	}
+}
+
+func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T) {
+	ns := restrictedNamespace(t)
+	objs := renderChart(t, "features", ns, everyFeature)
+	priority := &schedulingv1.PriorityClass{ObjectMeta: metav1.ObjectMeta{Name: "platform-critical"}, Value: 1000}
+	if err := env.Client.Create(context.Background(), priority); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create PriorityClass: %v", err)
+	}
+	for _, id := range []string{
+		"HorizontalPodAutoscaler/" + ns + "/tw-issuer", "ServiceMonitor/" + ns + "/tw",
+		"Service/" + ns + "/tw-controller-metrics", "NetworkPolicy/" + ns + "/tw-issuer",
+		"NetworkPolicy/" + ns + "/tw-controller", "PodDisruptionBudget/" + ns + "/tw-issuer",
+		"ServiceAccount/" + ns + "/tw-ctl",
+	} {
+		if !slices.Contains(identities(objs), id) {
+			t.Errorf("got objects %q; want %s among them", identities(objs), id)
+		}
+	}
+	checkCommon(t, objs, ns)
+	dryRun(t, objs)
+
+	issuer := find(t, objs, "Deployment", "tw-issuer")
+	if _, found, _ := unstructured.NestedFieldNoCopy(issuer.Object, "spec", "replicas"); found {
+		t.Errorf("issuer Deployment with autoscaling on: got spec.replicas set; want it left to the HorizontalPodAutoscaler")
+	}
+	wantArgs := map[string][]string{
+		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--leader-elect", "--leader-election-namespace=" + ns, "--shard-budget-bytes=262144", "--zap-log-level=debug"},
+		"tw-issuer":     {"issuer", "--external-url=https://tokens.example.com/auth", "--listen=:8443", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
+	}
+	for name, want := range wantArgs {
+		c := container(t, find(t, objs, "Deployment", name))
+		if !slices.Equal(c.Args, want) {
+			t.Errorf("%s args: got %q; want %q", name, c.Args, want)
+		}
+		if c.Image != "registry.example.com/tokenwarden:v0.1.1" || c.ImagePullPolicy != corev1.PullAlways {
+			t.Errorf("%s image: got %s (%s); want registry.example.com/tokenwarden:v0.1.1 (Always)", name, c.Image, c.ImagePullPolicy)
+		}
+	}
+	hpa := find(t, objs, "HorizontalPodAutoscaler", "tw-issuer")
+	lo, _, _ := unstructured.NestedInt64(hpa.Object, "spec", "minReplicas")
+	hi, _, _ := unstructured.NestedInt64(hpa.Object, "spec", "maxReplicas")
+	metrics, _, _ := unstructured.NestedSlice(hpa.Object, "spec", "metrics")
+	if lo != 3 || hi != 12 || len(metrics) != 2 {
+		t.Errorf("HorizontalPodAutoscaler: got %d..%d replicas on %d metrics; want 3..12 on 2 (cpu, memory)", lo, hi, len(metrics))
+	}
+	if got := find(t, objs, "ServiceMonitor", "tw").GetLabels()["release"]; got != "prometheus" {
+		t.Errorf("ServiceMonitor label release: got %q; want prometheus", got)
+	}
+}
+
+func TestTheChartWithNoOptionalFeatureRendersNone(t *testing.T) {
+	objs := renderChart(t, "plain", "plain", "issuer: {replicas: 1}\n")
+	for _, kind := range []string{"HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget"} {
+		for _, o := range objs {
+			if o.GetKind() == kind {
+				t.Errorf("one issuer replica, optional features off: got %s; want none", identity(o))
+			}
+		}
+	}
+}
+
+func TestEveryObjectOfTheKustomizeInstallationIsAccepted(t *testing.T) {
+	objs := renderKustomize(t)
+	ns := find(t, objs, "Namespace", defaultNamespace)
+	if got := ns.GetLabels()["pod-security.kubernetes.io/enforce"]; got != "restricted" {
+		t.Errorf("Namespace %s: got Pod Security level %q; want restricted", defaultNamespace, got)
+	}
+	checkCommon(t, objs, defaultNamespace)
+	dryRun(t, objs)
+}
+
+// checkCommon checks what holds for every object of an installation: namespaced objects name the
+// installation's namespace (so that kubectl apply puts them there), and every pod runs as non-root with
+// a read-only root file system, no privilege escalation, no capabilities and the runtime's seccomp profile.
+func checkCommon(t *testing.T, objs []*unstructured.Unstructured, namespace string) {
+	t.Helper()
+	clusterScoped := []string{"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+	for _, o := range objs {
+		if slices.Contains(clusterScoped, o.GetKind()) {
+			if o.GetNamespace() != "" {
+				t.Errorf("%s: got namespace %q; want none", identity(o), o.GetNamespace())
+			}
+			continue
+		}
+		if o.GetNamespace() != namespace {
+			t.Errorf("%s: got namespace %q; want %q", identity(o), o.GetNamespace(), namespace)
+		}
+		if o.GetKind() == "Deployment" {
+			checkPodSecurity(t, o)
+		}
+	}
+}
+
+func checkPodSecurity(t *testing.T, d *unstructured.Unstructured) {
+	t.Helper()
+	spec := podSpec(t, d)
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s pod securityContext: got %+v; want runAsNonRoot and seccompProfile RuntimeDefault", d.GetName(), psc)
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		var problems []string
+		switch {
+		case sc == nil:
+			problems = append(problems, "none")
+		default:
+			if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+				problems = append(problems, "privilege escalation allowed")
+			}
+			if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+				problems = append(problems, "root file system writable")
+			}
+			if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 {
+				problems = append(problems, "capabilities not all dropped")
+			}
+			if uid := sc.RunAsUser; uid != nil && *uid != 65532 || psc != nil && psc.RunAsUser != nil && *psc.RunAsUser != 65532 {
+				problems = append(problems, "a user other than the image's 65532")
+			}
+		}
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			problems = append(problems, fmt.Sprintf("resources %v", c.Resources))
+		}
+		if len(problems) > 0 {
+			t.Errorf("%s container %s: got %s; want the restricted pod security settings, CPU and memory requests and a memory limit",
+				d.GetName(), c.Name, strings.Join(problems, ", "))
+		}
+	}
+}
+
+// convert turns an unstructured object into a typed one.
+func convert(t *testing.T, o *unstructured.Unstructured, into any) {
+	t.Helper()
+	if err := runtimeConverter.FromUnstructuredWithValidation(o.Object, into, true); err != nil {
+		t.Fatalf("convert %s: %v", identity(o), err)
+	}
+}
+
+func podSpec(t *testing.T, d *unstructured.Unstructured) corev1.PodSpec {
+	t.Helper()
+	tmpl, found, err := unstructured.NestedMap(d.Object, "spec", "template", "spec")
+	if !found || err != nil {
+		t.Fatalf("%s: no pod template spec (%v)", identity(d), err)
+	}
+	var spec corev1.PodSpec
+	if err := runtimeConverter.FromUnstructuredWithValidation(tmpl, &spec, true); err != nil {
+		t.Fatalf("%s pod template: %v", identity(d), err)
+	}
+	return spec
+}
+
+func container(t *testing.T, d *unstructured.Unstructured) corev1.Container {
+	t.Helper()
+	spec := podSpec(t, d)
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%s: got %d containers; want 1", identity(d), len(spec.Containers))
+	}
+	return spec.Containers[0]
+}
+
+func replicas(d *unstructured.Unstructured) int64 {
+	n, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+	return n
+}
