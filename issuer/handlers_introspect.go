@@ -87,10 +87,7 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 	access := func() (introspection, bool) {
 		c, err := p.Codec.VerifyAccess(raw)
-		// An access token carries no auth_time; its iat stands in. A subject revoked before T revokes the
-		// sessions that logged in before T; a token issued before T belongs to one, and no session of
-		// the subject refreshed after T.
-		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.IssuedAt.Time()) != nil {
+		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.AuthTime.Time()) != nil {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "access_token", Scope: c.Scope, ClientID: c.ClientID,
@@ -99,7 +96,9 @@ func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 	}
 	refresh := func() (introspection, bool) {
 		c, err := p.Codec.VerifyRefresh(raw)
-		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.AuthTime.Time()) != nil {
+		// A refresh token that has been rotated away can no longer be used (presenting it is reuse).
+		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.AuthTime.Time()) != nil ||
+			!s.store.Current(p.Key, c.SessionID, c.Generation) {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "refresh_token", Scope: c.Scope, ClientID: c.ClientID,

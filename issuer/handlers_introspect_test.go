@@ -74,6 +74,13 @@ func TestIntrospectionOfInactiveTokens(t *testing.T) {
 			}
 			return a.AccessToken
 		}},
+		{"a refresh token rotated away by a refresh", func(f *fixture) string {
+			a := f.login()
+			if r := f.postForm(f.policy, "token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {a.RefreshToken}}, nil); r.status != http.StatusOK {
+				f.t.Fatalf("refresh: got %d %s", r.status, r.body)
+			}
+			return a.RefreshToken
+		}},
 		{"a refresh token of a revoked session", func(f *fixture) string {
 			a := f.login()
 			if r := f.postForm(f.policy, "revoke", url.Values{"token": {a.AccessToken}}, nil); r.status != http.StatusOK {

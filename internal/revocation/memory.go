@@ -94,3 +94,10 @@ func (m *Memory) Valid(policy types.NamespacedName, sid, subject string, authTim
 	defer m.mu.Unlock()
 	return CheckValid(m.session(policy, sid), m.revokedBefore(policy, subject), authTime)
 }
+
+// Current applies IsCurrent.
+func (m *Memory) Current(policy types.NamespacedName, sid string, gen uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return IsCurrent(m.session(policy, sid), gen)
+}

@@ -71,12 +71,6 @@ type RevokeSubjectRequest struct {
 	Reason  string
 }
 
-// SessionState is what introspection learns about a session from the store.
-type SessionState struct {
-	Known   bool // a record exists
-	Session Session
-}
-
 // Store keeps session and revocation state. Refresh and the revocations are durable once they return
 // nil: every replica of the issuer then sees them.
 type Store interface {
@@ -86,6 +80,9 @@ type Store interface {
 	// Valid reports, from what this replica has observed, whether the session may still be used: not
 	// revoked by itself or by its subject. It never blocks on the network.
 	Valid(policy types.NamespacedName, sessionID, subject string, authTime time.Time) error
+	// Current reports, from what this replica has observed, whether generation is the session's newest
+	// refresh token (a session without a record is at generation 0). It never blocks on the network.
+	Current(policy types.NamespacedName, sessionID string, generation uint64) bool
 }
 
 // DecideRefresh is the one rule for a refresh, applied by every Store to the freshest record it holds.
@@ -177,4 +174,12 @@ func CheckValid(cur *Session, revokedBefore time.Time, authTime time.Time) error
 		return ErrRevoked
 	}
 	return nil
+}
+
+// IsCurrent is the rule for whether a refresh token of generation gen is the session's newest.
+func IsCurrent(cur *Session, gen uint64) bool {
+	if cur == nil {
+		return gen == 0
+	}
+	return cur.Generation == gen
 }

@@ -270,6 +270,11 @@ func (s *Store) Valid(policy types.NamespacedName, sid, subject string, authTime
 	return revocation.CheckValid(s.index.session(policy, sid), s.index.revokedBefore(policy, subject), authTime)
 }
 
+// Current applies revocation.IsCurrent to what this replica has observed.
+func (s *Store) Current(policy types.NamespacedName, sid string, gen uint64) bool {
+	return revocation.IsCurrent(s.index.session(policy, sid), gen)
+}
+
 // IsUnavailable reports whether err means the store could not decide (fail closed).
 func IsUnavailable(err error) bool {
 	return errors.Is(err, revocation.ErrUnavailable) || errors.Is(err, revocation.ErrShardFull)

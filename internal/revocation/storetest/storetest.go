@@ -61,6 +61,9 @@ func Run(t *testing.T, h Harness) {
 		if err != nil || res.Generation != 2 {
 			t.Fatalf("second refresh: got %+v, %v; want generation 2", res, err)
 		}
+		if st[0].Current(policy, s.id, 1) || !st[0].Current(policy, s.id, 2) {
+			t.Fatalf("after two refreshes: generation 1 current %v, 2 current %v; want only 2", st[0].Current(policy, s.id, 1), st[0].Current(policy, s.id, 2))
+		}
 	})
 
 	t.Run("an older generation outside the grace period revokes the session on every replica", func(t *testing.T) {
