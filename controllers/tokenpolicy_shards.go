@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,10 +22,10 @@ import (
 // writes start failing, so that someone can raise the shard count in time.
 const NearBudget = 0.9
 
-// reconcileShards creates the policy's shard ConfigMaps, deletes surplus ones once they are empty, and
+// reconcileShards creates the policy's shard ConfigMaps, deletes surplus ones once they have drained, and
 // reports each shard's fill. A session's record stays in the shard it was placed in at login for the
 // session's whole life, so a changed shard count moves nothing: new sessions spread over the new count,
-// and a surplus shard drains as its records expire.
+// and a surplus shard drains as its sessions end.
 func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) error {
 	p := s.policy
 	var list corev1.ConfigMapList
@@ -70,10 +71,11 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 			return err
 		}
 		st := revocation.Stats(cm.Data)
-		if i >= want && st.Records == 0 {
-			if err := r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion}); client.IgnoreNotFound(err) != nil {
-				return wrapf(err, "delete drained revocation shard %s", cm.Name)
-			}
+		deleted, err := r.drain(ctx, s, cm, i >= want, st)
+		if err != nil {
+			return err
+		}
+		if deleted {
 			continue
 		}
 		s.shardStats = append(s.shardStats, v1alpha1.ShardStatus{Name: cm.Name, Records: int32(st.Records),
@@ -134,4 +136,45 @@ func (r *TokenPolicyReconciler) dropExpired(ctx context.Context, s *scope, cm *c
 		return nil, wrapf(err, "drop expired records")
 	}
 	return written, nil
+}
+
+// drain handles a shard beyond the shard count: it marks when the shard became surplus, and deletes it
+// once it is empty and every session that may have been placed in it has ended (one refresh lifetime
+// after it became surplus; a session placed there that never refreshed has no record in it yet). A shard
+// back within the count loses the mark.
+func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm *corev1.ConfigMap, surplus bool, st revocation.ShardStats) (bool, error) {
+	since, marked := cm.Annotations[v1alpha1.AnnotationSurplusSince]
+	if surplus == marked {
+		if !surplus || st.Records > 0 {
+			return false, nil
+		}
+		t, err := time.Parse(time.RFC3339, since)
+		if err != nil {
+			t = s.now // a mangled mark restarts the wait rather than deleting early
+		}
+		end := t.Add(s.policy.Spec.RefreshToken.Lifetime.Duration + RetirementLeeway)
+		if s.now.Before(end) {
+			s.requeueAt(end)
+			return false, nil
+		}
+		err = r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion})
+		if client.IgnoreNotFound(err) != nil {
+			return false, wrapf(err, "delete drained revocation shard %s", cm.Name)
+		}
+		return true, nil
+	}
+	patched := cm.DeepCopy()
+	if surplus {
+		if patched.Annotations == nil {
+			patched.Annotations = map[string]string{}
+		}
+		patched.Annotations[v1alpha1.AnnotationSurplusSince] = s.now.UTC().Format(time.RFC3339)
+		s.requeueAt(s.now.Add(s.policy.Spec.RefreshToken.Lifetime.Duration + RetirementLeeway))
+	} else {
+		delete(patched.Annotations, v1alpha1.AnnotationSurplusSince)
+	}
+	if err := r.Client.Patch(ctx, patched, client.MergeFrom(cm)); err != nil {
+		return false, wrapf(err, "mark revocation shard %s", cm.Name)
+	}
+	return false, nil
 }

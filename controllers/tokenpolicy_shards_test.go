@@ -55,27 +55,41 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 		t.Fatalf("after raising to 4: %d shards; want 4", got)
 	}
 
-	// A record in shard 3 keeps that shard while the count drops to 1; the empty surplus ones go.
+	// Lowering the count to 1 moves nothing and deletes nothing yet: sessions placed in shards 1-3 live on.
 	shard3 := f.configMap("sharded-revocations-3")
-	rec := revocation.Session{Subject: "alice", Generation: 2, Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(time.Hour), State: revocation.Revoked, Reason: revocation.ReasonLogout}
+	rec := revocation.Session{Subject: "alice", Generation: 2, Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(200 * time.Hour), State: revocation.Revoked, Reason: revocation.ReasonLogout}
 	shard3.Data = map[string]string{revocation.SessionKey("sid-1"): revocation.EncodeSession(rec)}
 	if err := env.Client.Update(context.Background(), shard3); err != nil {
 		t.Fatal(err)
 	}
 	f.setShards("sharded", 1)
-	f.reconcile("sharded")
-	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-3" {
-		t.Fatalf("after lowering to 1: shards %s; want 0 and the non-empty 3", got)
+	res := f.reconcile("sharded")
+	if got := len(f.shardNames("sharded")); got != 4 {
+		t.Fatalf("right after lowering to 1: %d shards; want all 4 kept while their sessions may live", got)
+	}
+	if since := f.configMap("sharded-revocations-2").Annotations[v1alpha1.AnnotationSurplusSince]; since == "" {
+		t.Fatalf("surplus shard 2 has no %s mark", v1alpha1.AnnotationSurplusSince)
+	}
+	if f.configMap("sharded-revocations-0").Annotations[v1alpha1.AnnotationSurplusSince] != "" {
+		t.Fatalf("shard 0 is within the count but marked surplus")
 	}
 	st := f.get("sharded").Status
-	if len(st.Shards) != 2 || st.Shards[1].Name != "sharded-revocations-3" || st.Shards[1].Records != 1 || st.Shards[1].RevokedSessions != 1 || st.Shards[1].Bytes == 0 {
-		t.Fatalf("status.shards: got %+v; want shard 0 empty and shard 3 with one revoked record", st.Shards)
+	if len(st.Shards) != 4 || st.Shards[3].Name != "sharded-revocations-3" || st.Shards[3].Records != 1 || st.Shards[3].RevokedSessions != 1 || st.Shards[3].Bytes == 0 {
+		t.Fatalf("status.shards: got %+v; want shard 3 with one revoked record", st.Shards)
 	}
 	if st.RevokedSessions == nil || *st.RevokedSessions != 1 {
 		t.Fatalf("status.revokedSessions: got %v; want 1", st.RevokedSessions)
 	}
+	if want := 168*time.Hour + RetirementLeeway; res.RequeueAfter != want {
+		t.Fatalf("requeue after %s; want %s, when the surplus shards may go", res.RequeueAfter, want)
+	}
 
-	// Once its records are gone, the surplus shard is deleted.
+	// One refresh lifetime later the empty surplus shards go; shard 3 stays while it holds a record.
+	f.clock.Step(res.RequeueAfter)
+	f.reconcile("sharded")
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-3" {
+		t.Fatalf("after a refresh lifetime: shards %s; want 0 and the non-empty 3", got)
+	}
 	shard3 = f.configMap("sharded-revocations-3")
 	shard3.Data = nil
 	if err := env.Client.Update(context.Background(), shard3); err != nil {
@@ -84,6 +98,13 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 	f.reconcile("sharded")
 	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0" {
 		t.Fatalf("after draining: shards %s; want only 0", got)
+	}
+
+	// Raising the count again takes a surplus shard back: its mark goes.
+	f.setShards("sharded", 2)
+	f.reconcile("sharded")
+	if got := len(f.shardNames("sharded")); got != 2 {
+		t.Fatalf("after raising to 2: %d shards; want 2", got)
 	}
 }
 

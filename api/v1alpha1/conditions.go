@@ -58,6 +58,9 @@ const (
 
 	// AnnotationActiveKey names the kid that signs, in a signing-key Secret.
 	AnnotationActiveKey = "tokenwarden.io/active-key"
+	// AnnotationSurplusSince marks, on a revocation shard beyond the shard count, when it became surplus:
+	// it is deleted once empty and one refresh lifetime later.
+	AnnotationSurplusSince = "tokenwarden.io/surplus-since"
 	// AnnotationKeySchedule holds, in a generated signing-key Secret, the rotation times of its keys.
 	AnnotationKeySchedule = "tokenwarden.io/key-schedule"
 )
