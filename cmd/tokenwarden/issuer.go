@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
 )
 
@@ -25,6 +26,8 @@ type IssuerConfig struct {
 	ShardBudget   int
 	WriteTimeout  time.Duration
 	ShutdownGrace time.Duration
+	IPRate        issuer.RateLimit
+	UsernameRate  issuer.RateLimit
 	Zap           zap.Options
 }
 
@@ -35,6 +38,10 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
+	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
+	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "password attempts per second per username")
+	fs.IntVar(&c.UsernameRate.Burst, "password-burst-per-user", issuer.DefaultUsernameRate.Burst, "burst of password attempts per username")
 	c.Zap.BindFlags(fs)
 	return c
 }
@@ -67,6 +74,11 @@ func (c *IssuerConfig) Validate() error {
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600, got %d", c.ShardBudget))
 	}
+	for _, l := range []issuer.RateLimit{c.IPRate, c.UsernameRate} {
+		if l != (issuer.RateLimit{}) && (l.PerSecond <= 0 || l.Burst < 1) {
+			errs = append(errs, fmt.Errorf("password rate limits need a positive rate and a burst of at least 1, got %+v", l))
+		}
+	}
 	if c.WriteTimeout <= 0 || c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--store-write-timeout must be positive and --shutdown-grace not negative"))
 	}
@@ -90,5 +102,6 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
-		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, Logger: logger.WithName("issuer")})
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate,
+		Logger: logger.WithName("issuer")})
 }

@@ -43,6 +43,8 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Logger receives the replica's logs.
 	Logger logr.Logger
+	// IPRate and UsernameRate limit password attempts; zero means the server's defaults.
+	IPRate, UsernameRate issuer.RateLimit
 	// Ready, if set, is closed once the policies are loaded and the replica serves them.
 	Ready chan<- struct{}
 	// ServerOptions adjusts the server configuration before the server is built (rate limits in tests).
@@ -100,11 +102,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		ExternalURL:   o.ExternalURL,
 		Policies:      source,
 		Store:         store,
-		Authenticator: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()},
+		Authenticator: &issuer.CachingAuthenticator{Next: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()},
+			TTL: issuer.DefaultReviewTTL, Clock: clock.RealClock{}, MaxSize: 10_000},
 		Clock:         o.Clock,
 		Events:        broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
 		Logger:        o.Logger,
 		Registry:      registry,
+		IPRate:        o.IPRate,
+		UsernameRate:  o.UsernameRate,
 	}
 	if o.ServerOptions != nil {
 		o.ServerOptions(&sc)
