@@ -56,6 +56,11 @@ RUN_ARGS ?=
 run: ## Run the whole product on a local control plane (no cluster, no Docker); Ctrl-C stops it. RUN_ARGS="--clean" starts afresh.
 	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden ./cmd/tokenwarden && exec bin/tokenwarden dev --control-plane "$$tools" $(RUN_ARGS)
 
+BENCH_ARGS ?=
+.PHONY: bench
+bench: ## Run the load tool: every scenario for 5s on loopback, then a Markdown table (BENCH_ARGS="--full --profile prof").
+	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden ./cmd/tokenwarden && exec bin/tokenwarden bench --control-plane "$$tools" $(BENCH_ARGS)
+
 ##@ Build
 
 .PHONY: build

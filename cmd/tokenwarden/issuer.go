@@ -28,6 +28,7 @@ type IssuerConfig struct {
 	ShutdownGrace time.Duration
 	IPRate        issuer.RateLimit
 	UsernameRate  issuer.RateLimit
+	Pprof         bool
 	Zap           zap.Options
 }
 
@@ -38,6 +39,7 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (profiling only; never expose it)")
 	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
 	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
 	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "password attempts per second per username")
@@ -102,6 +104,6 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
-		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate,
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof,
 		Logger: logger.WithName("issuer")})
 }

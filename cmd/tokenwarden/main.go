@@ -27,6 +27,7 @@ var commands = []command{
 	{"controller", "run the TokenPolicy controller", controllerFlags},
 	{"issuer", "serve the token endpoints of every TokenPolicy", issuerFlags},
 	{"dev", "run the whole product on a local control plane (make run)", devFlags},
+	{"bench", "measure throughput, latency, API writes and CPU under load on loopback (make bench)", benchFlags},
 }
 
 func main() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -45,6 +46,9 @@ type Options struct {
 	Logger logr.Logger
 	// IPRate and UsernameRate limit password attempts; zero means the server's defaults.
 	IPRate, UsernameRate issuer.RateLimit
+	// Pprof serves net/http/pprof under /debug/pprof/ on the same listener: for profiling only, never in
+	// production (it is off unless asked for).
+	Pprof bool
 	// Ready, if set, is closed once the policies are loaded and the replica serves them.
 	Ready chan<- struct{}
 	// ServerOptions adjusts the server configuration before the server is built (rate limits in tests).
@@ -123,7 +127,20 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	defer cancel()
 	cacheDone := make(chan error, 1)
 	go func() { cacheDone <- informers.Start(ctx) }()
-	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), srv.Handler())
+	handler := srv.Handler()
+	if o.Pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		handler = mux
+	}
+	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), handler)
+	if o.Pprof {
+		httpServer.WriteTimeout = 0 // a CPU profile takes as long as it is asked to
+	}
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(o.Listener) }() // /readyz answers 503 until the policies are loaded
 	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "externalURL", o.ExternalURL)

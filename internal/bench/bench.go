@@ -1,0 +1,540 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/bcrypt"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/controllers"
+	"github.com/tokenwarden/tokenwarden/internal/keys"
+	"github.com/tokenwarden/tokenwarden/internal/kube"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/issuer/token"
+)
+
+// Config is what a run does.
+type Config struct {
+	Assets     string        // kube-apiserver and etcd
+	CRDDir     string        // config/crd/bases
+	Executable string        // the tokenwarden binary, run as issuer replicas and as the bound server
+	Duration   time.Duration // per scenario
+	Full       bool          // the whole matrix instead of the default selection
+	Profile    string        // folder for a CPU profile of the issuer under the EdDSA refresh scenario; "" for none
+	WorkDir    string        // logs and kubeconfig
+	Out        io.Writer
+}
+
+// scenario is one row of the report.
+type scenario struct {
+	kind        string // login, refresh, introspect, mixed
+	alg         v1alpha1.SigningAlgorithm
+	concurrency int
+	sessions    int
+	replicas    int
+}
+
+func (s scenario) String() string {
+	return fmt.Sprintf("%s %s c%d %s sessions, %d replica(s)", s.kind, s.alg, s.concurrency, count(s.sessions), s.replicas)
+}
+
+func count(n int) string {
+	if n >= 1000 && n%1000 == 0 {
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// scenarios is the default selection: every figure of the targets table, in a few minutes.
+func scenarios(full bool) []scenario {
+	if full {
+		var out []scenario
+		for _, kind := range []string{"login", "refresh", "introspect", "mixed"} {
+			for _, alg := range []v1alpha1.SigningAlgorithm{v1alpha1.EdDSA, v1alpha1.ES256, v1alpha1.HS256} {
+				for _, c := range []int{1, 16, 64} {
+					for _, n := range []int{1000, 10000, 100000} {
+						out = append(out, scenario{kind, alg, c, n, 1})
+					}
+				}
+			}
+		}
+		return append(out, scenario{"refresh", v1alpha1.EdDSA, 64, 10000, 3})
+	}
+	return []scenario{
+		{"refresh", v1alpha1.EdDSA, 1, 10000, 1},
+		{"refresh", v1alpha1.EdDSA, 16, 10000, 1},
+		{"refresh", v1alpha1.EdDSA, 64, 10000, 1},
+		{"refresh", v1alpha1.ES256, 64, 10000, 1},
+		{"refresh", v1alpha1.HS256, 64, 10000, 1},
+		{"refresh", v1alpha1.EdDSA, 64, 1000, 1},
+		{"refresh", v1alpha1.EdDSA, 64, 100000, 1},
+		{"login", v1alpha1.EdDSA, 16, 1000, 1},
+		{"introspect", v1alpha1.EdDSA, 64, 10000, 1},
+		{"mixed", v1alpha1.EdDSA, 64, 10000, 1},
+		{"refresh", v1alpha1.EdDSA, 64, 10000, 3},
+	}
+}
+
+// row is a scenario's measured figures.
+type row struct {
+	scenario
+	res            *result
+	writesPerOp    float64
+	bytesPerOp     float64
+	conflicts      float64
+	cpuPer1000     float64
+	peakRSS        int64
+	bound          float64 // ops/s of the bound in the same run; 0 when none applies
+	boundKind      string
+	storeOpsPerOps float64
+}
+
+const externalURL = "http://tokenwarden.bench"
+
+// Run runs the load tool and prints the report.
+func Run(ctx context.Context, cfg Config) error {
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return err
+	}
+	out := cfg.Out
+	fmt.Fprintf(out, "tokenwarden load tool: %d CPUs, %s per scenario; control plane, controller, issuers and load on this machine\n", runtime.NumCPU(), cfg.Duration)
+	env := &envtest.Environment{BinaryAssetsDirectory: cfg.Assets, CRDDirectoryPaths: []string{cfg.CRDDir}, ErrorIfCRDPathMissing: true}
+	restCfg, err := env.Start()
+	if err != nil {
+		return fmt.Errorf("start control plane: %w", err)
+	}
+	defer func() { _ = env.Stop() }()
+	user, err := env.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(cfg.WorkDir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := startController(ctx, restCfg); err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, rest: restCfg, kubeconfig: kubeconfig}
+	if b.client, err = client.New(restCfg, client.Options{Scheme: kube.Scheme()}); err != nil {
+		return err
+	}
+	if b.clientset, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return err
+	}
+	if err := b.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
+		return err
+	}
+	if err := b.client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "introspector"}}); err != nil {
+		return err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("bench-password"), 10)
+	if err != nil {
+		return err
+	}
+	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "users", Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentUsers}}, Data: map[string][]byte{}}
+	for i := range 100 {
+		users.Data[fmt.Sprintf("user-%d", i)] = hash
+	}
+	if err := b.client.Create(ctx, users); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "Measuring the crypto bounds...")
+	algs := []v1alpha1.SigningAlgorithm{v1alpha1.EdDSA, v1alpha1.ES256, v1alpha1.HS256}
+	crypto, err := measureCrypto(algs)
+	if err != nil {
+		return err
+	}
+	bounds := map[v1alpha1.SigningAlgorithm]*result{}
+	for _, alg := range algs {
+		fmt.Fprintf(out, "Bound: bare net/http refresh handler, %s, c64...\n", alg)
+		if bounds[alg], err = b.runBound(ctx, alg); err != nil {
+			return err
+		}
+	}
+
+	var rows []row
+	for _, sc := range scenarios(cfg.Full) {
+		fmt.Fprintf(out, "Scenario: %s...\n", sc)
+		r, err := b.runScenario(ctx, sc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc, err)
+		}
+		switch sc.kind {
+		case "refresh", "mixed":
+			r.bound, r.boundKind = bounds[sc.alg].rate(), "bare handler"
+		case "login":
+			r.bound, r.boundKind = float64(runtime.NumCPU())/crypto.bcrypt.Seconds(), "bcrypt x CPUs"
+		}
+		rows = append(rows, *r)
+		fmt.Fprintf(out, "  %.0f ops/s, p50 %s p99 %s, errors %s\n", r.res.rate(), ms(r.res.percentile(.5)), ms(r.res.percentile(.99)), r.res.errorText())
+	}
+	report(out, cfg, crypto, bounds, rows)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+// startController runs the reconcilers in this process; their CPU is not the issuer's.
+func startController(ctx context.Context, cfg *rest.Config) error {
+	ctrl.SetLogger(logr.Discard())
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: kube.Scheme(), Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		return err
+	}
+	if err := (&controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: externalURL}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	return nil
+}
+
+type bench struct {
+	cfg        Config
+	rest       *rest.Config
+	kubeconfig string
+	client     client.Client
+	clientset  *kubernetes.Clientset
+	policies   int
+}
+
+// policy creates a TokenPolicy for a scenario, sized for its sessions, and waits until it is Ready.
+func (b *bench) policy(ctx context.Context, sc scenario) (*v1alpha1.TokenPolicy, error) {
+	b.policies++
+	shards := int32(max(4, (sc.sessions+2499)/2500)) // about 2,500 records (330 KB) a shard at most
+	p := &v1alpha1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("p%d-%s", b.policies, strings.ToLower(string(sc.alg)))},
+		Spec: v1alpha1.TokenPolicySpec{
+			Audiences:     []string{"bench-api"},
+			Signing:       v1alpha1.SigningSpec{Algorithm: sc.alg},
+			Login:         v1alpha1.LoginSpec{PasswordSecretName: "users"},
+			Introspection: v1alpha1.IntrospectionSpec{ServiceAccounts: []v1alpha1.ServiceAccountRef{{Namespace: "bench", Name: "introspector"}}},
+			Revocation:    v1alpha1.RevocationSpec{Shards: shards},
+		}}
+	if err := b.client.Create(ctx, p); err != nil {
+		return nil, err
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := b.client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+			return false, nil
+		}
+		return meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady), nil
+	})
+	return p, err
+}
+
+// session is a preloaded live session: its newest tokens.
+type session struct {
+	access, refresh string
+}
+
+// preload creates n live sessions of policy p as the issuer would leave them after one refresh: a record
+// at generation 1 in the session's shard, and the tokens of generation 1.
+func (b *bench) preload(ctx context.Context, p *v1alpha1.TokenPolicy, n int) ([]session, error) {
+	secret := &corev1.Secret{}
+	if err := b.client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Name + "-signing-keys"}, secret); err != nil {
+		return nil, err
+	}
+	set, err := keys.FromSecret(p.Spec.Signing.Algorithm, secret)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := token.New(token.Policy{Issuer: externalURL + "/" + p.Namespace + "/" + p.Name, Audiences: p.Spec.Audiences,
+		AccessLifetime: p.Spec.AccessToken.Lifetime.Duration, Keys: set}, clock.RealClock{})
+	if err != nil {
+		return nil, err
+	}
+	shards := int(p.Spec.Revocation.Shards)
+	now := time.Now().Truncate(time.Second)
+	records := make([]map[string]string, shards)
+	for i := range records {
+		records[i] = map[string]string{}
+	}
+	out := make([]session, n)
+	for i := range n {
+		shard := rand.IntN(shards)
+		s := token.Session{ID: revocation.NewSessionID(shard), Subject: fmt.Sprintf("user-%d", i%100), AuthTime: now, Expiry: now.Add(p.Spec.RefreshToken.Lifetime.Duration)}
+		at, _, err := codec.MintAccess(s, 1, now)
+		if err != nil {
+			return nil, err
+		}
+		rt, _, err := codec.MintRefresh(s, 1, now)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = session{access: at, refresh: rt}
+		records[shard][revocation.SessionKey(s.ID)] = revocation.EncodeSession(revocation.Session{Subject: s.Subject, Generation: 1, Rotated: now, Expiry: s.Expiry, State: revocation.Active})
+	}
+	for i, recs := range records {
+		key := types.NamespacedName{Namespace: p.Namespace, Name: revocation.ShardName(p.Name, i)}
+		if _, _, err := configmap.UpdateShard(ctx, b.client, b.client, key, nil, func(data map[string]string) (bool, error) {
+			for k, v := range recs {
+				data[k] = v
+			}
+			return len(recs) > 0, nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// replicas starts n issuer processes and waits until each serves policy p with its preloaded shards.
+func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, tag string) ([]*process, error) {
+	var procs []*process
+	for i := range n {
+		args := []string{"issuer", "--external-url", externalURL, "--password-rate-per-client", "1e9", "--password-burst-per-client", "1000000",
+			"--password-rate-per-user", "1e9", "--password-burst-per-user", "1000000"}
+		if b.cfg.Profile != "" {
+			args = append(args, "--pprof")
+		}
+		proc, err := start(ctx, b.cfg.Executable, []string{"KUBECONFIG=" + b.kubeconfig}, filepath.Join(b.cfg.WorkDir, fmt.Sprintf("issuer-%s-%d.log", tag, i)), "/readyz", args...)
+		if err != nil {
+			stopAll(procs)
+			return nil, err
+		}
+		procs = append(procs, proc)
+	}
+	for _, proc := range procs {
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+			resp, err := http.Get(proc.base + "/" + p.Namespace + "/" + p.Name + "/jwks.json")
+			if err != nil {
+				return false, nil
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, nil
+		})
+		if err != nil {
+			stopAll(procs)
+			return nil, fmt.Errorf("replica %s does not serve %s: %w", proc.base, p.Name, err)
+		}
+	}
+	return procs, nil
+}
+
+func stopAll(procs []*process) {
+	for _, p := range procs {
+		p.stop()
+	}
+}
+
+var storeCounters = []string{"tokenwarden_store_writes_total", "tokenwarden_store_bytes_written_total", "tokenwarden_store_conflicts_total", "tokenwarden_store_operations_total"}
+
+func sumMetrics(procs []*process) (map[string]float64, error) {
+	total := map[string]float64{}
+	for _, p := range procs {
+		m, err := metrics(p.base, storeCounters...)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			total[k] += v
+		}
+	}
+	return total, nil
+}
+
+// runScenario sets up a policy and its sessions, starts fresh issuer processes, drives the load and
+// collects the figures.
+func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
+	p, err := b.policy(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := b.preload(ctx, p, sc.sessions)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := b.replicas(ctx, sc.replicas, p, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAll(procs)
+	iss := externalURL + "/" + p.Namespace + "/" + p.Name
+	path := "/" + p.Namespace + "/" + p.Name
+	tr, err := b.clientset.CoreV1().ServiceAccounts("bench").CreateToken(ctx, "introspector",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{iss}}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	bearer := http.Header{"Authorization": {"Bearer " + tr.Status.Token}}
+	cl := newClient(sc.concurrency)
+	target := func(w int) string { return procs[w%len(procs)].base + path }
+
+	// Worker w owns the sessions i with i % concurrency == w, and cycles through them.
+	next := make([]int, sc.concurrency)
+	pick := func(w int) int {
+		i := w + next[w]*sc.concurrency
+		if i >= len(sessions) {
+			next[w], i = 0, w
+		}
+		next[w]++
+		return i
+	}
+	refresh := func(ctx context.Context, w int) string {
+		i := pick(w)
+		resp, kind := cl.post(ctx, target(w)+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {sessions[i].refresh}}, nil)
+		if kind == "" {
+			sessions[i].refresh, _ = resp["refresh_token"].(string)
+			sessions[i].access, _ = resp["access_token"].(string)
+		}
+		return kind
+	}
+	introspect := func(ctx context.Context, w int) string {
+		i := pick(w)
+		resp, kind := cl.post(ctx, target(w)+"/introspect", url.Values{"token": {sessions[i].access}}, bearer)
+		if kind == "" && resp["active"] != true {
+			return "inactive"
+		}
+		return kind
+	}
+	var f op
+	switch sc.kind {
+	case "refresh":
+		f = refresh
+	case "introspect":
+		f = introspect
+	case "mixed":
+		f = func(ctx context.Context, w int) string {
+			if rand.IntN(2) == 0 {
+				return refresh(ctx, w)
+			}
+			return introspect(ctx, w)
+		}
+	case "login":
+		f = func(ctx context.Context, w int) string {
+			_, kind := cl.post(ctx, target(w)+"/token", url.Values{"grant_type": {"password"}, "username": {fmt.Sprintf("user-%d", w%100)}, "password": {"bench-password"}}, nil)
+			return kind
+		}
+	default:
+		return nil, errors.New("unknown scenario kind " + sc.kind)
+	}
+
+	before, err := sumMetrics(procs)
+	if err != nil {
+		return nil, err
+	}
+	cpuBefore := 0.0
+	for _, p := range procs {
+		cpuBefore += p.cpuSeconds()
+	}
+	profileDone := b.profile(ctx, sc, procs[0])
+	res := drive(ctx, sc.concurrency, b.cfg.Duration, 0, f)
+	<-profileDone
+	after, err := sumMetrics(procs)
+	if err != nil {
+		return nil, err
+	}
+	cpu := 0.0
+	var rss int64
+	for _, p := range procs {
+		cpu += p.cpuSeconds()
+		rss = max(rss, p.peakRSS())
+	}
+	r := &row{scenario: sc, res: res, cpuPer1000: (cpu - cpuBefore) / float64(max(res.ops, 1)) * 1000, peakRSS: rss}
+	if ops := float64(res.ops - errorsTotal(res)); ops > 0 {
+		r.writesPerOp = (after[storeCounters[0]] - before[storeCounters[0]]) / ops
+		r.bytesPerOp = (after[storeCounters[1]] - before[storeCounters[1]]) / ops
+		r.storeOpsPerOps = (after[storeCounters[3]] - before[storeCounters[3]]) / ops
+	}
+	r.conflicts = after[storeCounters[2]] - before[storeCounters[2]]
+	return r, nil
+}
+
+func errorsTotal(r *result) int {
+	n := 0
+	for _, v := range r.errors {
+		n += v
+	}
+	return n
+}
+
+// profile takes a CPU profile of the issuer during the EdDSA refresh scenario at c64, when asked to.
+func (b *bench) profile(ctx context.Context, sc scenario, p *process) <-chan struct{} {
+	done := make(chan struct{})
+	if b.cfg.Profile == "" || sc.kind != "refresh" || sc.alg != v1alpha1.EdDSA || sc.concurrency != 64 || sc.sessions != 10000 || sc.replicas != 1 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		secs := int(max(1, b.cfg.Duration.Seconds()-1))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.base, secs))
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		if err := os.MkdirAll(b.cfg.Profile, 0o755); err != nil {
+			return
+		}
+		f, err := os.Create(filepath.Join(b.cfg.Profile, "issuer-refresh-eddsa-c64.pprof"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return done
+}
+
+// runBound drives the bare handler of alg, in its own process, at concurrency 64.
+func (b *bench) runBound(ctx context.Context, alg v1alpha1.SigningAlgorithm) (*result, error) {
+	proc, err := start(ctx, b.cfg.Executable, nil, filepath.Join(b.cfg.WorkDir, "bound-"+string(alg)+".log"), "/healthz", "bench", "--serve-bound", string(alg))
+	if err != nil {
+		return nil, err
+	}
+	defer proc.stop()
+	const c = 64
+	resp, err := http.Get(proc.base + "/seed?n=" + fmt.Sprint(c))
+	if err != nil {
+		return nil, err
+	}
+	var tokens []string
+	err = json.NewDecoder(resp.Body).Decode(&tokens)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	cl := newClient(c)
+	return drive(ctx, c, b.cfg.Duration, 0, func(ctx context.Context, w int) string {
+		out, kind := cl.post(ctx, proc.base+"/refresh", url.Values{"refresh_token": {tokens[w]}}, nil)
+		if kind == "" {
+			tokens[w], _ = out["refresh_token"].(string)
+		}
+		return kind
+	}), nil
+}
