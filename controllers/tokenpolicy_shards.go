@@ -34,44 +34,58 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 		return wrapf(err, "list revocation shards")
 	}
 	want := int(p.Spec.Revocation.Shards)
-	existing := map[int]*corev1.ConfigMap{}
+	bases, journals := map[int]*corev1.ConfigMap{}, map[int]*corev1.ConfigMap{}
 	for i := range list.Items {
 		cm := &list.Items[i]
-		idx, ok := shardIndex(p.Name, cm.Name)
-		if !ok || !metav1.IsControlledBy(cm, p) {
+		if !metav1.IsControlledBy(cm, p) {
 			continue
 		}
-		existing[idx] = cm
+		if idx, ok := shardIndex(p.Name, cm.Name); ok {
+			bases[idx] = cm
+		} else if idx, ok := shardIndex(p.Name, strings.TrimSuffix(cm.Name, revocation.JournalSuffix)); ok && strings.HasSuffix(cm.Name, revocation.JournalSuffix) {
+			journals[idx] = cm
+		}
 	}
+	// Every shard within the count, and every surplus one still draining, has its base and its journal.
 	for i := range want {
-		if _, ok := existing[i]; ok {
-			continue
+		if bases[i] == nil {
+			bases[i] = &corev1.ConfigMap{}
 		}
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: revocation.ShardName(p.Name, i),
-			Labels: ownedLabels(p, v1alpha1.ComponentRevocations)}, Data: map[string]string{}}
-		if err := controllerutil.SetControllerReference(p, cm, r.Scheme); err != nil {
-			return err
+	}
+	for i, base := range bases {
+		if base.Name == "" {
+			cm, err := r.createShardObject(ctx, p, revocation.ShardName(p.Name, i))
+			if err != nil {
+				return err
+			}
+			bases[i] = cm
 		}
-		if err := r.Client.Create(ctx, cm); err != nil {
-			return wrapf(err, "create revocation shard %s", cm.Name)
+		if journals[i] == nil {
+			cm, err := r.createShardObject(ctx, p, revocation.JournalName(p.Name, i))
+			if err != nil {
+				return err
+			}
+			journals[i] = cm
 		}
-		existing[i] = cm
 	}
 
-	indexes := make([]int, 0, len(existing))
-	for i := range existing {
+	indexes := make([]int, 0, len(bases))
+	for i := range bases {
 		indexes = append(indexes, i)
 	}
 	sort.Ints(indexes)
 	var full []string
 	for _, i := range indexes {
-		cm := existing[i]
-		cm, err := r.dropExpired(ctx, s, cm)
+		cm, err := r.dropExpired(ctx, s, bases[i])
 		if err != nil {
 			return err
 		}
-		st := revocation.Stats(cm.Data)
-		deleted, err := r.drain(ctx, s, cm, i >= want, st)
+		journal, err := r.dropExpired(ctx, s, journals[i])
+		if err != nil {
+			return err
+		}
+		st := revocation.MergedStats(cm.Data, journal.Data)
+		deleted, err := r.drain(ctx, s, cm, journal, i >= want, st)
 		if err != nil {
 			return err
 		}
@@ -142,7 +156,7 @@ func (r *TokenPolicyReconciler) dropExpired(ctx context.Context, s *scope, cm *c
 // once it is empty and every session that may have been placed in it has ended (one refresh lifetime
 // after it became surplus; a session placed there that never refreshed has no record in it yet). A shard
 // back within the count loses the mark.
-func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm *corev1.ConfigMap, surplus bool, st revocation.ShardStats) (bool, error) {
+func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm, journal *corev1.ConfigMap, surplus bool, st revocation.ShardStats) (bool, error) {
 	since, marked := cm.Annotations[v1alpha1.AnnotationSurplusSince]
 	if surplus == marked {
 		if !surplus || st.Records > 0 {
@@ -157,9 +171,12 @@ func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm *corev1.
 			s.requeueAt(end)
 			return false, nil
 		}
-		err = r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion})
-		if client.IgnoreNotFound(err) != nil {
-			return false, wrapf(err, "delete drained revocation shard %s", cm.Name)
+		// The journal goes first: while it exists, an issuer may still write to it.
+		for _, obj := range []*corev1.ConfigMap{journal, cm} {
+			err = r.Client.Delete(ctx, obj, client.Preconditions{ResourceVersion: &obj.ResourceVersion})
+			if client.IgnoreNotFound(err) != nil {
+				return false, wrapf(err, "delete drained revocation shard %s", obj.Name)
+			}
 		}
 		return true, nil
 	}
@@ -177,4 +194,16 @@ func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm *corev1.
 		return false, wrapf(err, "mark revocation shard %s", cm.Name)
 	}
 	return false, nil
+}
+
+func (r *TokenPolicyReconciler) createShardObject(ctx context.Context, p *v1alpha1.TokenPolicy, name string) (*corev1.ConfigMap, error) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: name,
+		Labels: ownedLabels(p, v1alpha1.ComponentRevocations)}, Data: map[string]string{}}
+	if err := controllerutil.SetControllerReference(p, cm, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, cm); err != nil {
+		return nil, wrapf(err, "create revocation shard %s", name)
+	}
+	return cm, nil
 }

@@ -21,11 +21,31 @@ func (f *fixture) shardNames(policy string) []string {
 		client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
 		f.t.Fatal(err)
 	}
-	var names []string
+	var names, journals []string
 	for _, cm := range list.Items {
-		names = append(names, cm.Name)
+		if strings.HasSuffix(cm.Name, revocation.JournalSuffix) {
+			journals = append(journals, strings.TrimSuffix(cm.Name, revocation.JournalSuffix))
+		} else {
+			names = append(names, cm.Name)
+		}
+	}
+	if strings.Join(names, ",") != strings.Join(journals, ",") {
+		f.t.Fatalf("shard bases %v and journals %v do not pair up", names, journals)
 	}
 	return names
+}
+
+// records is a shard's data as the issuer sees it: its base and its journal merged.
+func (f *fixture) records(shard string) map[string]string {
+	f.t.Helper()
+	out := map[string]string{}
+	for k, v := range f.configMap(shard).Data {
+		out[k] = v
+	}
+	for k, v := range f.configMap(shard + revocation.JournalSuffix).Data {
+		out[k] = revocation.Newer(k, out[k], v)
+	}
+	return out
 }
 
 func (f *fixture) setShards(name string, n int32) {

@@ -62,6 +62,10 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	var place revocation.Place
 	var key, target string
 	var decide configmap.Mutation
+	// Decisions go to the shard's journal, where the issuer's compare-and-swap sees them; the record may
+	// be in the base. Revocations only ever move a record towards revoked, and revocation.Newer keeps the
+	// more revoked of two values, so a base read a fold too early cannot undo anything.
+	base := &corev1.ConfigMap{}
 	if tr.Spec.SessionID != "" {
 		shard, ok := revocation.ShardOfSession(tr.Spec.SessionID)
 		if !ok {
@@ -71,7 +75,7 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		place, key, target = revocation.Place{Policy: policyKey, Shard: shard}, revocation.SessionKey(tr.Spec.SessionID), "session "+tr.Spec.SessionID
 		decide = func(data map[string]string) (bool, error) {
 			var cur *revocation.Session
-			if v, ok := data[key]; ok {
+			if v := revocation.Newer(key, base.Data[key], data[key]); v != "" {
 				s, err := revocation.DecodeSession(v)
 				if err != nil {
 					return false, fmt.Errorf("session record %s: %w", tr.Spec.SessionID, err)
@@ -97,7 +101,7 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		key, target = revocation.SubjectKey(tr.Spec.Subject), "subject "+tr.Spec.Subject
 		decide = func(data map[string]string) (bool, error) {
 			var cur *revocation.Subject
-			if v, ok := data[key]; ok {
+			if v := revocation.Newer(key, base.Data[key], data[key]); v != "" {
 				s, err := revocation.DecodeSubject(v)
 				if err != nil {
 					return false, fmt.Errorf("subject record: %w", err)
@@ -114,7 +118,11 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		}
 	}
 	shard := types.NamespacedName{Namespace: tr.Namespace, Name: revocation.ShardName(policy.Name, place.Shard)}
-	if _, _, err := configmap.UpdateShard(ctx, r.Client, r.APIReader, shard, nil, decide); err != nil {
+	if err := r.APIReader.Get(ctx, shard, base); err != nil {
+		return ctrl.Result{}, wrapf(err, "read shard %s", shard.Name) // the shard may not exist yet: retry
+	}
+	journal := types.NamespacedName{Namespace: tr.Namespace, Name: shard.Name + revocation.JournalSuffix}
+	if _, _, err := configmap.UpdateShard(ctx, r.Client, r.APIReader, journal, nil, decide); err != nil {
 		return ctrl.Result{}, wrapf(err, "record revocation of %s", target) // the shard may not exist yet: retry
 	}
 	r.Recorder.Eventf(tr, policy, corev1.EventTypeNormal, v1alpha1.EventRevocationApplied, "Revoke", "Revoked %s of TokenPolicy %s: %s", target, policy.Name, reasonOf(tr))

@@ -69,7 +69,7 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 	if !appliedIs(tr, metav1.ConditionTrue, v1alpha1.ReasonApplied) || tr.Status.AppliedAt == nil || tr.Status.Target != "session "+sid || tr.Status.Shard != "payments-revocations-2" {
 		t.Fatalf("status: %+v; want Applied True with time, target and shard", tr.Status)
 	}
-	rec, err := revocation.DecodeSession(f.configMap("payments-revocations-2").Data[revocation.SessionKey(sid)])
+	rec, err := revocation.DecodeSession(f.records("payments-revocations-2")[revocation.SessionKey(sid)])
 	if err != nil || rec.State != revocation.Revoked || rec.Reason != "laptop stolen" || rec.Subject != "alice" {
 		t.Fatalf("record: %+v, %v; want alice's session revoked for the stated reason", rec, err)
 	}
@@ -78,11 +78,11 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 		t.Fatalf("refresh after the revocation: got %v; want ErrRevoked", err)
 	}
 	// Applied once is applied for good: another pass writes nothing.
-	before := f.configMap("payments-revocations-2").ResourceVersion
+	before := f.configMap("payments-revocations-2-journal").ResourceVersion
 	if _, err := r.Reconcile(context.Background(), reconcileRequest(f.ns, "stolen-laptop")); err != nil {
 		t.Fatal(err)
 	}
-	if after := f.configMap("payments-revocations-2").ResourceVersion; after != before {
+	if after := f.configMap("payments-revocations-2-journal").ResourceVersion; after != before {
 		t.Fatalf("a second pass rewrote the shard")
 	}
 }
@@ -99,7 +99,7 @@ func TestATokenRevocationOfASubjectIsOneRecord(t *testing.T) {
 	if !appliedIs(tr, metav1.ConditionTrue, v1alpha1.ReasonApplied) {
 		t.Fatalf("status %+v; want Applied", tr.Status)
 	}
-	data := f.configMap(tr.Status.Shard).Data
+	data := f.records(tr.Status.Shard)
 	sub, err := revocation.DecodeSubject(data[revocation.SubjectKey("system:serviceaccount:team-a:bob")])
 	if err != nil || len(data) != 1 || !sub.RevokedBefore.Equal(tr.CreationTimestamp.Add(time.Second)) {
 		t.Fatalf("shard %s: %v; want one subject record revoking logins up to the end of its creation second %v", tr.Status.Shard, data, tr.CreationTimestamp)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
@@ -152,8 +151,8 @@ func (o *options) verdict(ctx context.Context, c client.Client, d *decoded) (str
 	}
 	var rec *revocation.Session
 	var mark *revocation.Subject
-	for _, cm := range shards {
-		rec, mark = findRecords(cm, d.claims.Sid, d.claims.Sub, rec, mark)
+	for _, sh := range shards {
+		rec, mark = findRecords(sh.records(), d.claims.Sid, d.claims.Sub, rec, mark)
 	}
 	auth := time.Unix(d.claims.AuthTime, 0)
 	switch {
@@ -184,13 +183,13 @@ func reasonText(r string) string {
 	return r
 }
 
-func findRecords(cm corev1.ConfigMap, sid, subject string, rec *revocation.Session, mark *revocation.Subject) (*revocation.Session, *revocation.Subject) {
-	if v, ok := cm.Data[revocation.SessionKey(sid)]; ok {
+func findRecords(data map[string]string, sid, subject string, rec *revocation.Session, mark *revocation.Subject) (*revocation.Session, *revocation.Subject) {
+	if v, ok := data[revocation.SessionKey(sid)]; ok {
 		if s, err := revocation.DecodeSession(v); err == nil {
 			rec = &s
 		}
 	}
-	if v, ok := cm.Data[revocation.SubjectKey(subject)]; ok {
+	if v, ok := data[revocation.SubjectKey(subject)]; ok {
 		if m, err := revocation.DecodeSubject(v); err == nil && (mark == nil || m.RevokedBefore.After(mark.RevokedBefore)) {
 			mark = &m
 		}

@@ -43,15 +43,15 @@ func (o *options) sessions(ctx context.Context, c client.Client, ns, policy, sub
 	}
 	var rows []sessionRow
 	var marks []revocation.Subject
-	for _, cm := range shards {
-		for k, v := range cm.Data {
+	for _, sh := range shards {
+		for k, v := range sh.records() {
 			switch {
 			case revocation.IsSessionKey(k):
 				rec, err := revocation.DecodeSession(v)
 				if err != nil || (subject != "" && rec.Subject != subject) {
 					continue
 				}
-				rows = append(rows, sessionRow{id: strings.TrimPrefix(k, "s."), shard: cm.Name, rec: rec})
+				rows = append(rows, sessionRow{id: strings.TrimPrefix(k, "s."), shard: sh.name, rec: rec})
 			case revocation.IsSubjectKey(k):
 				if m, err := revocation.DecodeSubject(v); err == nil && (subject == "" || m.Subject == subject) {
 					marks = append(marks, m)

@@ -59,14 +59,14 @@ func (o *options) status(ctx context.Context, c client.Client, ns, name string) 
 	if err != nil {
 		return err
 	}
-	printf(o.streams.Out, "\nRevocation shards:\n")
+	printf(o.streams.Out, "\nRevocation shards (base and journal together):\n")
 	w = tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
 	printf(w, "  SHARD\tRECORDS\tBYTES\tREVOKED\n")
 	total := 0
-	for _, cm := range shards {
-		st := revocation.Stats(cm.Data)
+	for _, sh := range shards {
+		st := revocation.MergedStats(sh.base, sh.journal)
 		total += st.RevokedSessions
-		printf(w, "  %s\t%d\t%d\t%d\n", cm.Name, st.Records, st.Bytes, st.RevokedSessions)
+		printf(w, "  %s\t%d\t%d\t%d\n", sh.name, st.Records, st.Bytes, st.RevokedSessions)
 	}
 	w.Flush()
 	printf(o.streams.Out, "\nRevoked sessions: %d\n", total)
@@ -80,15 +80,51 @@ func ts(t *metav1.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// listShards returns a policy's shard ConfigMaps in index order.
-func listShards(ctx context.Context, c client.Client, ns, policy string) ([]corev1.ConfigMap, error) {
+// shard is one revocation shard: its base's and its journal's data.
+type shard struct {
+	name          string
+	base, journal map[string]string
+}
+
+// records merges a shard's base and journal as the issuer does.
+func (s shard) records() map[string]string {
+	out := make(map[string]string, len(s.base)+len(s.journal))
+	for k, v := range s.base {
+		out[k] = v
+	}
+	for k, v := range s.journal {
+		out[k] = revocation.Newer(k, out[k], v)
+	}
+	return out
+}
+
+// listShards returns a policy's shards in index order.
+func listShards(ctx context.Context, c client.Client, ns, policy string) ([]shard, error) {
 	var list corev1.ConfigMapList
 	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
 		return nil, fmt.Errorf("list shards of %s: %w", policy, err)
 	}
-	sort.Slice(list.Items, func(i, j int) bool {
-		a, b := list.Items[i].Name, list.Items[j].Name
-		return len(a) < len(b) || (len(a) == len(b) && strings.Compare(a, b) < 0)
+	byName := map[string]*shard{}
+	for _, cm := range list.Items {
+		name, isJournal := strings.CutSuffix(cm.Name, revocation.JournalSuffix)
+		sh := byName[name]
+		if sh == nil {
+			sh = &shard{name: name}
+			byName[name] = sh
+		}
+		if isJournal {
+			sh.journal = cm.Data
+		} else {
+			sh.base = cm.Data
+		}
+	}
+	out := make([]shard, 0, len(byName))
+	for _, sh := range byName {
+		out = append(out, *sh)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].name, out[j].name
+		return len(a) < len(b) || (len(a) == len(b) && a < b)
 	})
-	return list.Items, nil
+	return out, nil
 }

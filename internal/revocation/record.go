@@ -221,3 +221,80 @@ func ShardKeyOf(key, value string) (id string, ok bool) {
 	}
 	return "", false
 }
+
+// JournalName is the name of shard i's journal: the small object every decision is written to, folded
+// into the shard (its base) once it grows past a few kilobytes.
+func JournalName(policy string, i int) string { return ShardName(policy, i) + JournalSuffix }
+
+// JournalSuffix ends the name of a shard's journal.
+const JournalSuffix = "-journal"
+
+// FoldKey is the data entry, in a shard's base and its journal, that orders folds: the base holds the
+// number of folds written into it; the journal holds the number of the last fold that removed entries
+// from it, so a reader of the journal knows how new a base it needs to see every record.
+const FoldKey = "fold"
+
+// FoldSeq reads the fold number of a base or a journal's data (0 when none).
+func FoldSeq(data map[string]string) uint64 {
+	n, _ := strconv.ParseUint(data[FoldKey], 10, 64)
+	return n
+}
+
+// Newer is the merge rule between two values of one record key (a base's and a journal's, or a journal
+// snapshot's and a base's during a fold): the one that decides more. For a session, a revoked record
+// beats an active one, then the higher generation wins; for a subject, the later mark wins. Values that do
+// not decode lose to ones that do; ties keep a.
+func Newer(key, a, b string) string {
+	switch {
+	case a == b || b == "":
+		return a
+	case a == "":
+		return b
+	case IsSessionKey(key):
+		sa, errA := DecodeSession(a)
+		sb, errB := DecodeSession(b)
+		switch {
+		case errB != nil:
+			return a
+		case errA != nil:
+			return b
+		case sa.State != sb.State:
+			if sb.State == Revoked {
+				return b
+			}
+			return a
+		case sb.Generation > sa.Generation:
+			return b
+		}
+		return a
+	case IsSubjectKey(key):
+		sa, errA := DecodeSubject(a)
+		sb, errB := DecodeSubject(b)
+		if errA != nil || (errB == nil && sb.RevokedBefore.After(sa.RevokedBefore)) {
+			return b
+		}
+	}
+	return a
+}
+
+// MergedStats counts a shard's records across its base and its journal, each record once, as merged.
+func MergedStats(base, journal map[string]string) ShardStats {
+	merged := make(map[string]string, len(base)+len(journal))
+	for k, v := range base {
+		merged[k] = v
+	}
+	for k, v := range journal {
+		merged[k] = Newer(k, merged[k], v)
+	}
+	st := Stats(merged)
+	st.Bytes = dataBytes(base) + dataBytes(journal)
+	return st
+}
+
+func dataBytes(data map[string]string) int {
+	n := 0
+	for k, v := range data {
+		n += len(k) + len(v)
+	}
+	return n
+}

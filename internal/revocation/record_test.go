@@ -53,3 +53,30 @@ func TestRecordsRoundTripAndExpire(t *testing.T) {
 		t.Fatalf("a record with an unknown state decoded")
 	}
 }
+
+func TestNewerPicksTheRecordThatDecidesMore(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	active := func(gen uint64) string {
+		return EncodeSession(Session{Subject: "a", Generation: gen, Rotated: now, Expiry: now.Add(time.Hour), State: Active})
+	}
+	revoked := EncodeSession(Session{Subject: "a", Generation: 1, Rotated: now, Expiry: now.Add(time.Hour), State: Revoked, RevokedAt: &now})
+	mark := func(before time.Time) string {
+		return EncodeSubject(Subject{Subject: "a", RevokedBefore: before, Expiry: now.Add(time.Hour)})
+	}
+	sk, uk := SessionKey("x"), SubjectKey("a")
+	tests := map[string]struct{ key, a, b, want string }{
+		"a higher generation wins":            {sk, active(2), active(3), active(3)},
+		"a higher generation wins either way": {sk, active(3), active(2), active(3)},
+		"revoked beats a higher generation":   {sk, active(5), revoked, revoked},
+		"revoked beats active either way":     {sk, revoked, active(5), revoked},
+		"a value beats none":                  {sk, "", active(1), active(1)},
+		"a decodable value beats garbage":     {sk, "{", active(1), active(1)},
+		"the later subject mark wins":         {uk, mark(now), mark(now.Add(time.Minute)), mark(now.Add(time.Minute))},
+		"an earlier subject mark loses":       {uk, mark(now.Add(time.Minute)), mark(now), mark(now.Add(time.Minute))},
+	}
+	for name, tc := range tests {
+		if got := Newer(tc.key, tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: got %s; want %s", name, got, tc.want)
+		}
+	}
+}

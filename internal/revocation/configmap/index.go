@@ -14,14 +14,27 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
-// index is what this replica has observed of every policy's shards, kept current by an informer: the
-// records by session id and subject, and the newest object of each shard to start a write from. Updates
-// decode only the entries that changed, so a busy shard costs what changed, not what it holds.
+// index is what this replica has observed of every policy's shards (bases and journals), kept current by
+// an informer: the records by session id and subject, and the newest copy of each object to start a write
+// from. Updates decode only the entries that changed, so a busy journal costs what changed, and a base
+// (rewritten only by folds) costs nothing between folds.
 type index struct {
 	mu       sync.RWMutex
-	shards   map[types.NamespacedName]*corev1.ConfigMap               // by shard
-	sessions map[types.NamespacedName]map[string]revocation.Session   // by policy, then session id
-	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then shard name
+	shards   map[types.NamespacedName]*corev1.ConfigMap               // by object: bases and journals
+	sessions map[types.NamespacedName]map[string]*sessionParts        // by policy, then session id
+	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then object name
+}
+
+// sessionParts is a session's record as its shard's base and its journal hold it; the journal's is the
+// newer unless a fold is under way, and Newer decides between them either way.
+type sessionParts struct {
+	base, journal string
+}
+
+func (p *sessionParts) merged() (revocation.Session, bool) {
+	v := revocation.Newer("s.", p.base, p.journal)
+	s, err := revocation.DecodeSession(v)
+	return s, err == nil
 }
 
 var _ toolscache.ResourceEventHandler = (*index)(nil)
@@ -29,7 +42,7 @@ var _ toolscache.ResourceEventHandler = (*index)(nil)
 func newIndex() *index {
 	return &index{
 		shards:   map[types.NamespacedName]*corev1.ConfigMap{},
-		sessions: map[types.NamespacedName]map[string]revocation.Session{},
+		sessions: map[types.NamespacedName]map[string]*sessionParts{},
 		subjects: map[types.NamespacedName]map[string]map[string]time.Time{},
 	}
 }
@@ -135,14 +148,20 @@ func (x *index) diffLocked(policy types.NamespacedName, shard string, oldData, n
 func (x *index) setLocked(policy types.NamespacedName, shard, key, value string) {
 	switch {
 	case revocation.IsSessionKey(key):
-		s, err := revocation.DecodeSession(value)
-		if err != nil {
-			return // not ours to read; the controller reports undecodable entries
-		}
 		if x.sessions[policy] == nil {
-			x.sessions[policy] = map[string]revocation.Session{}
+			x.sessions[policy] = map[string]*sessionParts{}
 		}
-		x.sessions[policy][strings.TrimPrefix(key, "s.")] = s
+		sid := strings.TrimPrefix(key, "s.")
+		p := x.sessions[policy][sid]
+		if p == nil {
+			p = &sessionParts{}
+			x.sessions[policy][sid] = p
+		}
+		if strings.HasSuffix(shard, revocation.JournalSuffix) {
+			p.journal = value
+		} else {
+			p.base = value
+		}
 	case revocation.IsSubjectKey(key):
 		s, err := revocation.DecodeSubject(value)
 		if err != nil {
@@ -161,7 +180,19 @@ func (x *index) setLocked(policy types.NamespacedName, shard, key, value string)
 func (x *index) unsetLocked(policy types.NamespacedName, shard, key, value string) {
 	switch {
 	case revocation.IsSessionKey(key):
-		delete(x.sessions[policy], strings.TrimPrefix(key, "s."))
+		sid := strings.TrimPrefix(key, "s.")
+		p := x.sessions[policy][sid]
+		if p == nil {
+			return
+		}
+		if strings.HasSuffix(shard, revocation.JournalSuffix) {
+			p.journal = ""
+		} else {
+			p.base = ""
+		}
+		if p.base == "" && p.journal == "" {
+			delete(x.sessions[policy], sid)
+		}
 	case revocation.IsSubjectKey(key):
 		if s, err := revocation.DecodeSubject(value); err == nil {
 			delete(x.subjects[policy][s.Subject], shard)
@@ -182,8 +213,10 @@ func (x *index) object(key types.NamespacedName) *corev1.ConfigMap {
 func (x *index) session(policy types.NamespacedName, sid string) *revocation.Session {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	if s, ok := x.sessions[policy][sid]; ok {
-		return &s
+	if p, ok := x.sessions[policy][sid]; ok {
+		if s, ok := p.merged(); ok {
+			return &s
+		}
 	}
 	return nil
 }

@@ -1,10 +1,13 @@
 package configmap
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
 // Metrics counts what the store sends to the API server.
@@ -14,6 +17,7 @@ type Metrics struct {
 	Failures     prometheus.Counter
 	BytesWritten prometheus.Counter
 	Operations   prometheus.Counter
+	Folds        prometheus.Counter
 	BatchSize    prometheus.Histogram
 	WriteLatency prometheus.Histogram
 }
@@ -29,6 +33,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Batches that could not be committed; their operations failed closed."}),
 		BytesWritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_bytes_written_total",
 			Help: "Bytes of shard data sent in Updates (keys and values; the whole shard is sent each time)."}),
+		Folds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_folds_total",
+			Help: "Journals folded into their shard's base."}),
 		Operations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_operations_total",
 			Help: "Operations (refresh, revoke) committed or decided without a write."}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_batch_size",
@@ -36,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		WriteLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_commit_seconds",
 			Help: "Time to commit one batch, conflicts included.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
-	reg.MustRegister(m.Writes, m.Conflicts, m.Failures, m.BytesWritten, m.Operations, m.BatchSize, m.WriteLatency)
+	reg.MustRegister(m.Writes, m.Conflicts, m.Failures, m.BytesWritten, m.Operations, m.Folds, m.BatchSize, m.WriteLatency)
 	return m
 }
 
@@ -55,5 +61,24 @@ func (m *Metrics) commit(ops, writes int, written *corev1.ConfigMap, took time.D
 	case writes > 0:
 		m.Conflicts.Add(float64(writes - 1))
 		m.BytesWritten.Add(float64(writes * dataSize(written.Data)))
+	}
+}
+
+// fold counts one of a fold's two writes (the base's, then the journal's).
+func (m *Metrics) fold(writes int, written *corev1.ConfigMap, err error) {
+	if m == nil {
+		return
+	}
+	m.Writes.Add(float64(writes))
+	switch {
+	case err != nil:
+		m.Failures.Inc()
+		m.Conflicts.Add(float64(max(writes-1, 0)))
+	case writes > 0:
+		m.Conflicts.Add(float64(writes - 1))
+		m.BytesWritten.Add(float64(writes * dataSize(written.Data)))
+		if !strings.HasSuffix(written.Name, revocation.JournalSuffix) {
+			m.Folds.Inc()
+		}
 	}
 }

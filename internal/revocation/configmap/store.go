@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,20 +24,31 @@ const DefaultBudget = 512 << 10
 // DefaultWriteTimeout bounds one batch's compare-and-swap, conflicts included.
 const DefaultWriteTimeout = 10 * time.Second
 
+// DefaultJournalLimit is the journal size that triggers a fold. Every decision rewrites the journal and
+// every fold rewrites the base, so the bytes sent per operation are about journal/2/batch + base/(limit/
+// record): 16 KiB balances the two for bases of a few hundred kilobytes.
+const DefaultJournalLimit = 16 << 10
+
 // Options configure a Store.
 type Options struct {
 	// Budget is the byte budget of one shard; 0 means DefaultBudget.
 	Budget int
 	// WriteTimeout bounds one batch commit; 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// JournalLimit is the size past which a shard's journal is folded into its base; 0 means
+	// DefaultJournalLimit.
+	JournalLimit int
 	// Metrics receives what the store does; nil records nothing.
 	Metrics *Metrics
 }
 
-// Store keeps revocation state in shard ConfigMaps. Reads come from an index fed by an informer over the
-// shards (register the Store as the informer's event handler); writes are compare-and-swap Updates,
-// batched per shard: operations that arrive while a shard's write is in flight are committed together in
-// the next one, and on a conflict every pending operation is decided again on the fresh object.
+// Store keeps revocation state in shard ConfigMaps. Each shard is two objects: a base, which holds most
+// records and is rewritten only when a journal is folded into it, and a small journal, which takes every
+// decision. Reads come from an index fed by an informer over both (register the Store as the informer's
+// event handler); writes are compare-and-swap Updates of the journal, batched per shard: operations that
+// arrive while a shard's write is in flight are committed together in the next one, and on a conflict
+// every pending operation is decided again on the fresh journal. So the bytes written per operation
+// depend on the journal's size, not on how many sessions the shard holds.
 type Store struct {
 	client  client.Client
 	reader  client.Reader
@@ -55,6 +67,9 @@ func New(c client.Client, reader client.Reader, opts Options) *Store {
 	}
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.JournalLimit == 0 {
+		opts.JournalLimit = DefaultJournalLimit
 	}
 	return &Store{client: c, reader: reader, index: newIndex(), opts: opts, writers: map[types.NamespacedName]*writer{}}
 }
@@ -134,34 +149,34 @@ func (w *writer) run() {
 	}
 }
 
+// errStaleBase says that the journal names a fold newer than the base this replica holds: records it
+// removed are in a base the informer has not delivered yet.
+var errStaleBase = errors.New("the shard's base is older than its journal requires")
+
+// commit decides and writes a batch to the shard's journal, against the journal as the API server holds
+// it (compare-and-swap) and a base at least as new as the journal requires; then folds the journal into
+// the base when it has grown past the limit.
 func (w *writer) commit(batch []*op) {
 	s := w.store
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
 	defer cancel()
 	began := time.Now()
-	mutate := func(data map[string]string) (bool, error) {
-		size := dataSize(data)
-		changed := false
-		for _, o := range batch {
-			cur, ok := data[o.key]
-			next, write, outcome := o.decide(cur, ok, data)
-			o.err = outcome
-			if !write || (ok && next == cur) {
-				continue
-			}
-			grown := size - len(cur) + len(next)
-			if !ok {
-				grown += len(o.key)
-			}
-			if !ok && grown > s.opts.Budget {
-				o.err = fmt.Errorf("%w: %s holds %d of %d bytes", revocation.ErrShardFull, w.shard.Name, size, s.opts.Budget)
-				continue
-			}
-			data[o.key], size, changed = next, grown, true
+	journalKey := types.NamespacedName{Namespace: w.shard.Namespace, Name: w.shard.Name + revocation.JournalSuffix}
+	var written *corev1.ConfigMap
+	var writes int
+	var err error
+	for attempt := 0; ; attempt++ {
+		base := s.index.object(w.shard)
+		written, writes, err = UpdateShard(ctx, s.client, s.reader, journalKey, s.index.object(journalKey), w.decideAll(batch, base))
+		if !errors.Is(err, errStaleBase) || attempt == 3 {
+			break
 		}
-		return changed, nil
+		fresh := &corev1.ConfigMap{}
+		if err = s.reader.Get(ctx, w.shard, fresh); err != nil {
+			break
+		}
+		s.index.observe(fresh)
 	}
-	written, writes, err := UpdateShard(ctx, s.client, s.reader, w.shard, s.index.object(w.shard), mutate)
 	s.opts.Metrics.commit(len(batch), writes, written, time.Since(began), err)
 	if err != nil {
 		if apierrors.IsNotFound(err) {
@@ -175,6 +190,83 @@ func (w *writer) commit(batch []*op) {
 	}
 	for _, o := range batch {
 		close(o.done)
+	}
+	if err == nil && dataSize(written.Data) > s.opts.JournalLimit {
+		w.fold(ctx, journalKey, written)
+	}
+}
+
+// decideAll is the mutation of a batch: each operation decides on its record as the base and the journal
+// hold it together, and what it decides goes into the journal.
+func (w *writer) decideAll(batch []*op, base *corev1.ConfigMap) Mutation {
+	s := w.store
+	return func(journal map[string]string) (bool, error) {
+		if base == nil || revocation.FoldSeq(base.Data) < revocation.FoldSeq(journal) {
+			return false, errStaleBase
+		}
+		size := dataSize(base.Data) + dataSize(journal)
+		changed := false
+		for _, o := range batch {
+			cur := revocation.Newer(o.key, base.Data[o.key], journal[o.key])
+			next, write, outcome := o.decide(cur, cur != "", journal)
+			o.err = outcome
+			if !write || next == cur {
+				continue
+			}
+			grown := size - len(journal[o.key]) + len(next)
+			if _, inJournal := journal[o.key]; !inJournal {
+				grown += len(o.key)
+			}
+			if cur == "" && grown > s.opts.Budget {
+				o.err = fmt.Errorf("%w: %s holds %d of %d bytes", revocation.ErrShardFull, w.shard.Name, size, s.opts.Budget)
+				continue
+			}
+			journal[o.key], size, changed = next, grown, true
+		}
+		return changed, nil
+	}
+}
+
+// fold moves a journal's records into the shard's base: first the base takes them (merged by
+// revocation.Newer, its fold number raised), then the journal drops the entries that have not changed
+// since and records that fold number, so that a reader of the journal knows which base it needs. Both
+// writes are compare-and-swap; a failed fold leaves the journal as it was, and the next commit tries again.
+func (w *writer) fold(ctx context.Context, journalKey types.NamespacedName, journal *corev1.ConfigMap) {
+	s := w.store
+	snapshot := make(map[string]string, len(journal.Data))
+	for k, v := range journal.Data {
+		if k != revocation.FoldKey {
+			snapshot[k] = v
+		}
+	}
+	var seq uint64
+	base, baseWrites, err := UpdateShard(ctx, s.client, s.reader, w.shard, nil, func(data map[string]string) (bool, error) {
+		for k, v := range snapshot {
+			data[k] = revocation.Newer(k, data[k], v)
+		}
+		seq = revocation.FoldSeq(data) + 1
+		data[revocation.FoldKey] = strconv.FormatUint(seq, 10)
+		return true, nil
+	})
+	s.opts.Metrics.fold(baseWrites, base, err)
+	if err != nil {
+		return
+	}
+	s.index.observe(base)
+	trimmed, journalWrites, err := UpdateShard(ctx, s.client, s.reader, journalKey, journal, func(data map[string]string) (bool, error) {
+		for k, v := range snapshot {
+			if data[k] == v {
+				delete(data, k)
+			}
+		}
+		if revocation.FoldSeq(data) < seq {
+			data[revocation.FoldKey] = strconv.FormatUint(seq, 10)
+		}
+		return true, nil
+	})
+	s.opts.Metrics.fold(journalWrites, trimmed, err)
+	if err == nil {
+		s.index.observe(trimmed)
 	}
 }
 

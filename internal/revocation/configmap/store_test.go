@@ -37,10 +37,12 @@ func createShards(t *testing.T, shards int) types.NamespacedName {
 	ns := env.Namespace(t)
 	policy := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))}
 	for i := range shards {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: revocation.ShardName(policy.Name, i),
-			Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
-		if err := env.Client.Create(context.Background(), cm); err != nil {
-			t.Fatal(err)
+		for _, name := range []string{revocation.ShardName(policy.Name, i), revocation.JournalName(policy.Name, i)} {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+				Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+			if err := env.Client.Create(context.Background(), cm); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return policy
@@ -100,7 +102,7 @@ func TestRecordsAreReadableInTheShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: policy.Namespace, Name: policy.Name + "-revocations-0"}, cm); err != nil {
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name, 0)}, cm); err != nil {
 		t.Fatal(err)
 	}
 	got := cm.Data["s.sid-readable"]
@@ -178,4 +180,65 @@ func TestAMissingShardFailsClosed(t *testing.T) {
 
 func labelsComponent() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations})
+}
+
+// TestConfigMapStoreConformsWhileFolding runs the suite with a journal so small that nearly every commit
+// folds it into the base, so that replicas decide while records move under them.
+func TestConfigMapStoreConformsWhileFolding(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Replicas: func(t *testing.T, n, shards int) (types.NamespacedName, []revocation.Store) {
+			policy := createShards(t, shards)
+			out := make([]revocation.Store, n)
+			for i := range out {
+				out[i] = replica(t, configmap.Options{JournalLimit: 1})
+			}
+			return policy, out
+		},
+		Propagation: 30 * time.Second,
+	})
+}
+
+func TestFoldsKeepTheJournalSmallAndLoseNothing(t *testing.T) {
+	policy := createShards(t, 1)
+	reg := prometheus.NewRegistry()
+	metrics := configmap.NewMetrics(reg)
+	a := replica(t, configmap.Options{JournalLimit: 2048, Metrics: metrics})
+	b := replica(t, configmap.Options{JournalLimit: 2048})
+	ctx := context.Background()
+	const n = 60
+	for i := range n {
+		s := []*configmap.Store{a, b}[i%2]
+		if _, err := s.Refresh(ctx, refresh(policy, fmt.Sprintf("fold-%d", i), 0)); err != nil {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+	}
+	if folds := testutil.ToFloat64(metrics.Folds); folds == 0 {
+		t.Fatalf("no fold after %d records in a 2 KiB journal", n)
+	}
+	get := func(name string) map[string]string {
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: policy.Namespace, Name: name}, cm); err != nil {
+			t.Fatal(err)
+		}
+		return cm.Data
+	}
+	base, journal := get(revocation.ShardName(policy.Name, 0)), get(revocation.JournalName(policy.Name, 0))
+	if st := revocation.MergedStats(base, journal); st.Records != n {
+		t.Fatalf("records in base and journal together: %d; want %d", st.Records, n)
+	}
+	if size := len(fmt.Sprint(journal)); size > 2048+1024 {
+		t.Fatalf("journal holds %d bytes; want it folded near its 2 KiB limit", size)
+	}
+	// Every session refreshed once is at generation 1 on both replicas: generation 0 is reuse.
+	for i := range n {
+		s := []*configmap.Store{b, a}[i%2]
+		req := refresh(policy, fmt.Sprintf("fold-%d", i), 1)
+		req.Now = req.Now.Add(time.Minute)
+		if _, err := s.Refresh(ctx, req); err != nil {
+			t.Fatalf("second refresh of session %d on the other replica: %v", i, err)
+		}
+	}
+	if _, err := a.Refresh(ctx, refresh(policy, "fold-0", 0)); !errors.Is(err, revocation.ErrReuse) {
+		t.Fatalf("generation 0 of a folded session: got %v; want ErrReuse", err)
+	}
 }
