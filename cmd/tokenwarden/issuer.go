@@ -29,6 +29,7 @@ type IssuerConfig struct {
 	IPRate        issuer.RateLimit
 	UsernameRate  issuer.RateLimit
 	Pprof         bool
+	Linger        time.Duration
 	Zap           zap.Options
 }
 
@@ -39,6 +40,7 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
+	fs.DurationVar(&c.Linger, "store-linger", 2*time.Millisecond, "under load, how long a shard's writer gathers more operations before it writes (fewer, larger writes; that much more latency)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (profiling only; never expose it)")
 	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
 	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
@@ -81,6 +83,9 @@ func (c *IssuerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("password rate limits need a positive rate and a burst of at least 1, got %+v", l))
 		}
 	}
+	if c.Linger < 0 || c.Linger > 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--store-linger %s: want 0 to 100ms", c.Linger))
+	}
 	if c.WriteTimeout <= 0 || c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--store-write-timeout must be positive and --shutdown-grace not negative"))
 	}
@@ -104,6 +109,6 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
-		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof,
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger,
 		Logger: logger.WithName("issuer")})
 }

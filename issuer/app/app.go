@@ -38,6 +38,8 @@ type Options struct {
 	// ShardBudget and WriteTimeout configure the revocation store; zero means its defaults.
 	ShardBudget  int
 	WriteTimeout time.Duration
+	// Linger is how long a shard's writer gathers operations under load before it writes; 0: none.
+	Linger time.Duration
 	// ShutdownGrace is how long in-flight requests may finish once ctx ends.
 	ShutdownGrace time.Duration
 	// Clock is the time tokens are issued and checked at; nil means the real clock.
@@ -88,7 +90,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	store := configmap.New(cl, cl, configmap.Options{Budget: o.ShardBudget, WriteTimeout: o.WriteTimeout, Metrics: configmap.NewMetrics(registry)})
+	store := configmap.New(cl, cl, configmap.Options{Budget: o.ShardBudget, WriteTimeout: o.WriteTimeout, Linger: o.Linger, Metrics: configmap.NewMetrics(registry)})
 	shardInformer, err := informers.GetInformer(ctx, &corev1.ConfigMap{})
 	if err != nil {
 		return err

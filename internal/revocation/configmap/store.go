@@ -35,6 +35,9 @@ type Options struct {
 	Budget int
 	// WriteTimeout bounds one batch commit; 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// Linger is how long a shard's writer waits, under load, before it takes the next batch; 0 means no
+	// wait.
+	Linger time.Duration
 	// JournalLimit is the size past which a shard's journal is folded into its base; 0 means
 	// DefaultJournalLimit.
 	JournalLimit int
@@ -135,7 +138,13 @@ func (w *writer) submit(o *op) {
 
 // run commits batches until nothing is pending: whatever queued during one write goes in the next.
 func (w *writer) run() {
+	last := 0
 	for {
+		if last > 1 && w.store.opts.Linger > 0 {
+			// Under load (the last batch shared a write), let the clients just answered send their next
+			// requests before the next write goes out: a little latency for much fewer writes.
+			time.Sleep(w.store.opts.Linger)
+		}
 		w.mu.Lock()
 		batch := w.pending
 		w.pending = nil
@@ -146,6 +155,7 @@ func (w *writer) run() {
 		}
 		w.mu.Unlock()
 		w.commit(batch)
+		last = len(batch)
 	}
 }
 
