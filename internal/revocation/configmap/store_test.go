@@ -32,7 +32,7 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 var policies atomic.Int64
 
 // createShards creates a policy's shard ConfigMaps as the controller does.
-func createShards(t *testing.T, shards int) types.NamespacedName {
+func createShards(t testing.TB, shards int) types.NamespacedName {
 	t.Helper()
 	ns := env.Namespace(t)
 	policy := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))}
@@ -49,7 +49,9 @@ func createShards(t *testing.T, shards int) types.NamespacedName {
 }
 
 // replica starts one issuer replica's view: its own informer over the shards, its own store.
-func replica(t *testing.T, opts configmap.Options) *configmap.Store {
+func replica(t *testing.T, opts configmap.Options) *configmap.Store { return replicaB(t, opts) }
+
+func replicaB(t testing.TB, opts configmap.Options) *configmap.Store {
 	t.Helper()
 	c, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme, ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}: {Label: labelsComponent()}}})
@@ -241,4 +243,31 @@ func TestFoldsKeepTheJournalSmallAndLoseNothing(t *testing.T) {
 	if _, err := a.Refresh(ctx, refresh(policy, "fold-0", 0)); !errors.Is(err, revocation.ErrReuse) {
 		t.Fatalf("generation 0 of a folded session: got %v; want ErrReuse", err)
 	}
+}
+
+// BenchmarkRefreshCommit measures refreshes of distinct sessions committed to a real API server through
+// one replica's batched journal writes, in parallel; it reports API writes and bytes per refresh.
+func BenchmarkRefreshCommit(b *testing.B) {
+	policy := createShards(b, 4)
+	reg := prometheus.NewRegistry()
+	metrics := configmap.NewMetrics(reg)
+	s := replicaB(b, configmap.Options{Metrics: metrics})
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			sid := revocation.NewSessionID(int(i % 4))
+			req := refresh(policy, sid, 0)
+			req.Shard = int(i % 4)
+			if _, err := s.Refresh(context.Background(), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(testutil.ToFloat64(metrics.Writes)/float64(b.N), "writes/op")
+	b.ReportMetric(testutil.ToFloat64(metrics.BytesWritten)/float64(b.N), "bytes-written/op")
 }
