@@ -56,15 +56,7 @@ func (c *ControllerConfig) Validate() error {
 }
 
 // Run runs the controller until ctx ends.
-func (c *ControllerConfig) Run(ctx context.Context) error {
-	logger := zap.New(zap.UseFlagOptions(&c.Zap))
-	setLogger(logger)
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	return c.run(ctx, cfg, logger)
-}
+func (c *ControllerConfig) Run(ctx context.Context) error { return withCluster(ctx, &c.Zap, c.run) }
 
 func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Logger) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -103,6 +95,17 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 }
 
 func defaultShardBudget() int { return controllers.DefaultShardBudget }
+
+// withCluster sets up logging from the flags and runs run with the kubeconfig or in-cluster credentials.
+func withCluster(ctx context.Context, opts *zap.Options, run func(context.Context, *rest.Config, logr.Logger) error) error {
+	logger := zap.New(zap.UseFlagOptions(opts))
+	setLogger(logger)
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	return run(ctx, cfg, logger)
+}
 
 // setLogger makes logger the logger of controller-runtime and klog, so that every line has one format.
 func setLogger(logger logr.Logger) {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
@@ -93,15 +92,7 @@ func (c *IssuerConfig) Validate() error {
 }
 
 // Run serves until ctx ends.
-func (c *IssuerConfig) Run(ctx context.Context) error {
-	logger := zap.New(zap.UseFlagOptions(&c.Zap))
-	setLogger(logger)
-	cfg, err := ctrl.GetConfig()
-	if err != nil {
-		return err
-	}
-	return c.run(ctx, cfg, logger)
-}
+func (c *IssuerConfig) Run(ctx context.Context) error { return withCluster(ctx, &c.Zap, c.run) }
 
 func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Logger) error {
 	ln, err := net.Listen("tcp", c.Listen)

@@ -59,6 +59,13 @@ type Store struct {
 	opts    Options
 	mu      sync.Mutex
 	writers map[types.NamespacedName]*writer
+	sizes   map[types.NamespacedName]sized // data sizes of observed shard objects, for HasRoom
+}
+
+// sized is the data size of one version of a shard object.
+type sized struct {
+	resourceVersion string
+	bytes           int
 }
 
 var _ revocation.Store = (*Store)(nil)
@@ -74,7 +81,8 @@ func New(c client.Client, reader client.Reader, opts Options) *Store {
 	if opts.JournalLimit == 0 {
 		opts.JournalLimit = DefaultJournalLimit
 	}
-	return &Store{client: c, reader: reader, index: newIndex(), opts: opts, writers: map[types.NamespacedName]*writer{}}
+	return &Store{client: c, reader: reader, index: newIndex(), opts: opts, writers: map[types.NamespacedName]*writer{},
+		sizes: map[types.NamespacedName]sized{}}
 }
 
 // EventHandler is what the shard informer reports to.
@@ -288,18 +296,27 @@ func dataSize(data map[string]string) int {
 	return n
 }
 
+// sessionRecord decodes a session's current record (nil when it has none). A record that does not decode
+// stops the decision: nothing is decided on state that cannot be read.
+func sessionRecord(cur string, ok bool, sid string) (*revocation.Session, error) {
+	if !ok {
+		return nil, nil
+	}
+	r, err := revocation.DecodeSession(cur)
+	if err != nil {
+		return nil, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, sid, err)
+	}
+	return &r, nil
+}
+
 // Refresh applies revocation.DecideRefresh to the session's record as the API server holds it now.
 func (s *Store) Refresh(ctx context.Context, req revocation.RefreshRequest) (revocation.RefreshResult, error) {
 	var res revocation.RefreshResult
 	o := &op{key: revocation.SessionKey(req.SessionID)}
 	o.decide = func(cur string, ok bool, data map[string]string) (string, bool, error) {
-		var rec *revocation.Session
-		if ok {
-			r, err := revocation.DecodeSession(cur)
-			if err != nil {
-				return "", false, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, req.SessionID, err)
-			}
-			rec = &r
+		rec, err := sessionRecord(cur, ok, req.SessionID)
+		if err != nil {
+			return "", false, err
 		}
 		next, r, err := revocation.DecideRefresh(rec, s.revokedBefore(req.Policy, req.Subject, data), req)
 		res = r
@@ -329,13 +346,9 @@ func (s *Store) revokedBefore(policy types.NamespacedName, subject string, data 
 func (s *Store) RevokeSession(ctx context.Context, req revocation.RevokeSessionRequest) error {
 	o := &op{key: revocation.SessionKey(req.SessionID)}
 	o.decide = func(cur string, ok bool, _ map[string]string) (string, bool, error) {
-		var rec *revocation.Session
-		if ok {
-			r, err := revocation.DecodeSession(cur)
-			if err != nil {
-				return "", false, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, req.SessionID, err)
-			}
-			rec = &r
+		rec, err := sessionRecord(cur, ok, req.SessionID)
+		if err != nil {
+			return "", false, err
 		}
 		next := revocation.DecideRevokeSession(rec, req)
 		if next == nil {
@@ -384,3 +397,38 @@ func IsUnavailable(err error) bool {
 
 // ShardObject returns the newest copy of a shard this replica holds (nil if none); do not modify it.
 func (s *Store) ShardObject(key types.NamespacedName) *corev1.ConfigMap { return s.index.object(key) }
+
+// PlacementFill is the fill, as a fraction of the budget, beyond which a shard takes no new sessions while
+// another shard has room. Records never move between shards, so raising the shard count relieves a full
+// shard only if new sessions go elsewhere; the rest of the budget is for the sessions placed in the shard
+// before, whose first record comes with their first refresh.
+const PlacementFill = 0.9
+
+// HasRoom reports whether this replica has observed the shard of place, base and journal, and found it
+// filled below PlacementFill of the budget: a shard to place new sessions in. It never blocks on the
+// network.
+func (s *Store) HasRoom(place revocation.Place) bool {
+	key := types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)}
+	base := s.index.object(key)
+	journal := s.index.object(types.NamespacedName{Namespace: key.Namespace, Name: key.Name + revocation.JournalSuffix})
+	if base == nil || journal == nil {
+		return false
+	}
+	return float64(s.size(base)+s.size(journal)) < PlacementFill*float64(s.opts.Budget)
+}
+
+// size is the data size of cm, computed once per resourceVersion.
+func (s *Store) size(cm *corev1.ConfigMap) int {
+	key := types.NamespacedName{Namespace: cm.Namespace, Name: cm.Name}
+	s.mu.Lock()
+	c, ok := s.sizes[key]
+	s.mu.Unlock()
+	if ok && c.resourceVersion == cm.ResourceVersion {
+		return c.bytes
+	}
+	n := dataSize(cm.Data)
+	s.mu.Lock()
+	s.sizes[key] = sized{resourceVersion: cm.ResourceVersion, bytes: n}
+	s.mu.Unlock()
+	return n
+}
