@@ -46,8 +46,15 @@ lint: ## go vet and gofmt.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 .PHONY: test
-test: verify lint ## Run every test against a real kube-apiserver and etcd (built once, then cached).
+test: verify lint ## Run every test against a real kube-apiserver and etcd (built once, then cached), after a short fuzz of every target.
+	FUZZTIME=$(TEST_FUZZTIME) FUZZ_KEEP_CORPUS=0 hack/fuzz.sh
 	@$(TOOLS); set -x; KUBEBUILDER_ASSETS=$$tools go test $(GO_TEST_FLAGS) ./...
+
+TEST_FUZZTIME ?= 5s
+FUZZTIME ?= 1m
+.PHONY: fuzz
+fuzz: ## Fuzz every target for FUZZTIME (default 1m) and keep what the fuzzer found in testdata/fuzz.
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh
 
 ##@ Run
 

@@ -21,6 +21,11 @@ import (
 // controller, the issuer replicas and resource servers.
 const RetirementLeeway = time.Minute
 
+// JWKSCacheWindow is the least time a Next key is published before it signs, whatever the access token
+// lifetime: the issuer serves jwks.json with max-age=60, so a resource server that caches it strictly
+// has refetched it within two minutes.
+const JWKSCacheWindow = 2 * time.Minute
+
 // scheduledKey is one key's place in the rotation of a generated Secret, kept in its key-schedule
 // annotation: times only, never key material.
 type scheduledKey struct {
@@ -43,7 +48,7 @@ func (k scheduledKey) state() v1alpha1.KeyState {
 // rotationTiming is what decides a generated key set's rotation.
 type rotationTiming struct {
 	interval   time.Duration // 0: never rotate
-	prepublish time.Duration // how long a Next key is published before it signs: one access token lifetime
+	prepublish time.Duration // how long a Next key is published before it signs: an access lifetime, 2 minutes at least
 	retention  time.Duration // how long a Retired key stays published: until every token it signed expired
 }
 
@@ -51,7 +56,7 @@ func timingFor(p *v1alpha1.TokenPolicy) rotationTiming {
 	access, refresh := p.Spec.AccessToken.Lifetime.Duration, p.Spec.RefreshToken.Lifetime.Duration
 	return rotationTiming{
 		interval:   p.Spec.Signing.Rotation(),
-		prepublish: access,
+		prepublish: max(access, JWKSCacheWindow),
 		retention:  max(access, refresh) + RetirementLeeway,
 	}
 }

@@ -71,6 +71,9 @@ func storeError(err error) *apiError {
 		return badRequest(errInvalidGrant, "the session has expired")
 	case errors.Is(err, revocation.ErrUnknownSession):
 		return badRequest(errInvalidGrant, "the refresh token is not current")
+	case errors.Is(err, revocation.ErrShardFull):
+		// Not transient like the others: it lasts until an operator raises the shard count.
+		return unavailable("the session cannot be recorded: its revocation shard is full; retry later")
 	}
 	return unavailable("session state is unavailable; retry later")
 }

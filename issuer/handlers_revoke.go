@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -97,6 +98,9 @@ func (s *Server) revokeSession(r *http.Request, p *Policy, ref sessionRef, reaso
 	})
 	if err != nil {
 		log.Error(err, "Revoking a session failed")
+		if errors.Is(err, revocation.ErrShardFull) {
+			return unavailable("the revocation cannot be recorded: the session's revocation shard is full; retry later")
+		}
 		return unavailable("the session could not be revoked now; retry later")
 	}
 	log.Info("Session revoked")

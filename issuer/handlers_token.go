@@ -252,7 +252,7 @@ func serviceAccountSubject(ns, name string) string {
 // store; a session gets a record when it is first refreshed or revoked.
 func (s *Server) startSession(p *Policy, subject, client string) (*tokenResponse, *apiError) {
 	now := s.clock.Now().Truncate(time.Second) // tokens carry whole seconds
-	sess := token.Session{ID: newSessionID(p), Subject: subject, ClientID: client, AuthTime: now,
+	sess := token.Session{ID: s.newSessionID(p), Subject: subject, ClientID: client, AuthTime: now,
 		Expiry: now.Add(refreshLifetime(p.Spec()))}
 	resp, e := s.issue(p, sess, 0, now)
 	if e == nil {

@@ -15,10 +15,30 @@ func placement(p *Policy, sid string) (revocation.Place, bool) {
 	return revocation.Place{Policy: p.Key, Shard: shard}, ok
 }
 
+// shardRoom is implemented by stores that can tell, without blocking, whether a shard has room for new
+// sessions (configmap.Store).
+type shardRoom interface {
+	HasRoom(place revocation.Place) bool
+}
+
 // newSessionID places a new session in one of the policy's shards, chosen at random so that sessions
-// spread evenly whatever their subjects.
-func newSessionID(p *Policy) string {
-	return revocation.NewSessionID(rand.IntN(shardCount(p.Spec())))
+// spread evenly whatever their subjects: among the shards the store says have room, or among all when it
+// cannot tell or none has. A session's records never leave its shard, so a shard near its budget is
+// relieved, once the shard count is raised, only by placing new sessions elsewhere.
+func (s *Server) newSessionID(p *Policy) string {
+	n := shardCount(p.Spec())
+	if r, ok := s.store.(shardRoom); ok {
+		room := make([]int, 0, n)
+		for i := range n {
+			if r.HasRoom(revocation.Place{Policy: p.Key, Shard: i}) {
+				room = append(room, i)
+			}
+		}
+		if len(room) > 0 {
+			return revocation.NewSessionID(room[rand.IntN(len(room))])
+		}
+	}
+	return revocation.NewSessionID(rand.IntN(n))
 }
 
 // Spec values the API server defaults; a Policy built in code may lack them, so the same defaults apply.

@@ -194,8 +194,10 @@ type IntrospectionSpec struct {
 
 // RevocationSpec configures the revocation store.
 type RevocationSpec struct {
-	// Shards is the number of ConfigMaps that session and revocation records are spread over. Raise it
-	// when a shard's fill approaches its budget; records move to their new shard.
+	// Shards is the number of shards (each a base and a journal ConfigMap) that session and revocation
+	// records are spread over. Raise it when a shard's fill approaches its budget: a session stays in the
+	// shard it was placed in at login, and new sessions go to shards with room. A shard beyond the count
+	// is deleted once its sessions have ended.
 	// +kubebuilder:default=4
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=256

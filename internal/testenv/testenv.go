@@ -30,6 +30,16 @@ type Env struct {
 	Client client.Client // uncached: reads what the API server holds now
 	Scheme *k8sruntime.Scheme
 	env    *envtest.Environment
+	dirs   []string // folders of a restartable control plane, deleted by Stop
+}
+
+// Options adjust the control plane StartWith brings up.
+type Options struct {
+	// Restartable gives etcd a data folder and the API server a certificate folder of their own, kept
+	// when either process stops, so that Environment().ControlPlane.Etcd or .APIServer can be stopped and
+	// started again with the same data, port and certificates. (envtest deletes the folders it made
+	// itself whenever a process stops.) Stop deletes them.
+	Restartable bool
 }
 
 // RepoRoot is the folder of go.mod.
@@ -40,7 +50,10 @@ func RepoRoot() string {
 
 // Start starts kube-apiserver and etcd with the CRDs of config/crd/bases. KUBEBUILDER_ASSETS must name
 // the binaries (make test sets it); without it Start says how to get them.
-func Start() (*Env, error) {
+func Start() (*Env, error) { return StartWith(Options{}) }
+
+// StartWith is Start with options.
+func StartWith(o Options) (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds the control plane once and sets it")
 	}
@@ -48,30 +61,58 @@ func Start() (*Env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	var dirs []string
+	if o.Restartable {
+		for _, name := range []string{"etcd", "apiserver"} {
+			d, err := os.MkdirTemp("", "tokenwarden-"+name+"-")
+			if err != nil {
+				return nil, err
+			}
+			dirs = append(dirs, d)
+		}
+		e.ControlPlane.Etcd = &envtest.Etcd{DataDir: dirs[0]}
+		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: dirs[1]}
+		// Without a bound, a stopping API server waits for every open watch to end before it exits.
+		e.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
+	}
 	cfg, err := e.Start()
 	if err != nil {
+		removeAll(dirs)
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
 	scheme := kube.Scheme()
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = e.Stop()
+		removeAll(dirs)
 		return nil, err
 	}
-	return &Env{Config: cfg, Client: c, Scheme: scheme, env: e}, nil
+	return &Env{Config: cfg, Client: c, Scheme: scheme, env: e, dirs: dirs}, nil
 }
 
 // Stop stops the control plane.
-func (e *Env) Stop() error { return e.env.Stop() }
+func (e *Env) Stop() error {
+	defer removeAll(e.dirs)
+	return e.env.Stop()
+}
+
+func removeAll(dirs []string) {
+	for _, d := range dirs {
+		_ = os.RemoveAll(d)
+	}
+}
 
 // Environment is the envtest environment, for tests that stop and restart parts of it.
 func (e *Env) Environment() *envtest.Environment { return e.env }
 
 // Main runs a package's tests against one control plane, started before and stopped after them. Each
 // setup function runs once the control plane is up.
-func Main(m *testing.M, env **Env, setup ...func(*Env) error) {
+func Main(m *testing.M, env **Env, setup ...func(*Env) error) { MainWith(m, env, Options{}, setup...) }
+
+// MainWith is Main with options for the control plane.
+func MainWith(m *testing.M, env **Env, o Options, setup ...func(*Env) error) {
 	ctrl.SetLogger(logr.Discard()) // tests assert on behaviour; controller-runtime's logs would only be noise
-	e, err := Start()
+	e, err := StartWith(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

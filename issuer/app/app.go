@@ -105,17 +105,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	defer func() { close(stopEvents); broadcaster.Shutdown() }()
 
 	sc := issuer.ServerConfig{
-		ExternalURL:   o.ExternalURL,
-		Policies:      source,
-		Store:         store,
+		ExternalURL: o.ExternalURL,
+		Policies:    source,
+		Store:       store,
 		Authenticator: &issuer.CachingAuthenticator{Next: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()},
 			TTL: issuer.DefaultReviewTTL, Clock: clock.RealClock{}, MaxSize: 10_000},
-		Clock:         o.Clock,
-		Events:        broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
-		Logger:        o.Logger,
-		Registry:      registry,
-		IPRate:        o.IPRate,
-		UsernameRate:  o.UsernameRate,
+		Clock:        o.Clock,
+		Events:       broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
+		Logger:       o.Logger,
+		Registry:     registry,
+		IPRate:       o.IPRate,
+		UsernameRate: o.UsernameRate,
 	}
 	if o.ServerOptions != nil {
 		o.ServerOptions(&sc)
