@@ -29,6 +29,8 @@ type IssuerConfig struct {
 	UsernameRate  issuer.RateLimit
 	Pprof         bool
 	Linger        time.Duration
+	TLSCertFile   string
+	TLSKeyFile    string
 	Zap           zap.Options
 }
 
@@ -40,6 +42,8 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	fs.DurationVar(&c.Linger, "store-linger", 2*time.Millisecond, "under load, how long a shard's writer gathers more operations before it writes (fewer, larger writes; that much more latency)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM), re-read when it changes; e.g. tls.crt of a mounted cert-manager Secret")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the private key of --tls-cert-file (PEM)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (profiling only; never expose it)")
 	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
 	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
@@ -82,6 +86,9 @@ func (c *IssuerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("password rate limits need a positive rate and a burst of at least 1, got %+v", l))
 		}
 	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
+	}
 	if c.Linger < 0 || c.Linger > 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--store-linger %s: want 0 to 100ms", c.Linger))
 	}
@@ -100,6 +107,6 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
-		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger,
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		Logger: logger.WithName("issuer")})
 }

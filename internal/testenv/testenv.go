@@ -72,9 +72,12 @@ func StartWith(o Options) (*Env, error) {
 		}
 		e.ControlPlane.Etcd = &envtest.Etcd{DataDir: dirs[0]}
 		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: dirs[1]}
-		// Without a bound, a stopping API server waits for every open watch to end before it exits.
-		e.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
 	}
+	if e.ControlPlane.APIServer == nil {
+		e.ControlPlane.APIServer = &envtest.APIServer{}
+	}
+	// Without a bound, a stopping API server waits for every open watch to end before it exits.
+	e.ControlPlane.APIServer.Configure().Set("shutdown-watch-termination-grace-period", "1s")
 	cfg, err := e.Start()
 	if err != nil {
 		removeAll(dirs)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,9 @@ type Options struct {
 	Logger logr.Logger
 	// IPRate and UsernameRate limit password attempts; zero means the server's defaults.
 	IPRate, UsernameRate issuer.RateLimit
+	// TLSCertFile and TLSKeyFile, when set, make the replica serve HTTPS with that pair, re-read when the
+	// files change (a mounted kubernetes.io/tls Secret, as cert-manager renews it).
+	TLSCertFile, TLSKeyFile string
 	// Pprof serves net/http/pprof under /debug/pprof/ on the same listener: for profiling only, never in
 	// production (it is off unless asked for).
 	Pprof bool
@@ -143,8 +147,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.Pprof {
 		httpServer.WriteTimeout = 0 // a CPU profile takes as long as it is asked to
 	}
+	serve := func() error { return httpServer.Serve(o.Listener) }
+	if o.TLSCertFile != "" {
+		certs, err := issuer.NewCertReloader(o.TLSCertFile, o.TLSKeyFile)
+		if err != nil {
+			return err
+		}
+		httpServer.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+		serve = func() error { return httpServer.ServeTLS(o.Listener, "", "") }
+	}
 	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(o.Listener) }() // /readyz answers 503 until the policies are loaded
+	go func() { served <- serve() }() // /readyz answers 503 until the policies are loaded
 	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "externalURL", o.ExternalURL)
 	if err := source.Start(ctx, informers); err != nil {
 		_ = httpServer.Close()

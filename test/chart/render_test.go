@@ -46,6 +46,7 @@ issuer:
   service: {type: LoadBalancer, port: 443, annotations: {example.com/lb: internal}}
   podDisruptionBudget: {enabled: true, minAvailable: 50%}
   autoscaling: {enabled: true, minReplicas: 3, maxReplicas: 12, targetCPUUtilizationPercentage: 60, targetMemoryUtilizationPercentage: 80}
+  tls: {secretName: issuer-tls}
   preStopSleepSeconds: 10
   terminationGracePeriodSeconds: 45
   podAnnotations: {example.com/scrape: "true"}
@@ -163,7 +164,8 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 	}
 	wantArgs := map[string][]string{
 		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--leader-elect", "--leader-election-namespace=" + ns, "--shard-budget-bytes=262144", "--zap-log-level=debug"},
-		"tw-issuer":     {"issuer", "--external-url=https://tokens.example.com/auth", "--listen=:8443", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
+		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--listen=:8443", "--tls-cert-file=/var/run/tokenwarden/tls/tls.crt",
+			"--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
 	}
 	for name, want := range wantArgs {
 		c := container(t, find(t, objs, "Deployment", name))
@@ -173,6 +175,10 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 		if c.Image != "registry.example.com/tokenwarden:v0.1.1" || c.ImagePullPolicy != corev1.PullAlways {
 			t.Errorf("%s image: got %s (%s); want registry.example.com/tokenwarden:v0.1.1 (Always)", name, c.Image, c.ImagePullPolicy)
 		}
+	}
+	ic := container(t, issuer)
+	if len(ic.VolumeMounts) != 1 || ic.VolumeMounts[0].MountPath != "/var/run/tokenwarden/tls" || ic.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+		t.Errorf("issuer with TLS: mounts %+v, readiness scheme %q; want the Secret at /var/run/tokenwarden/tls and HTTPS probes", ic.VolumeMounts, ic.ReadinessProbe.HTTPGet.Scheme)
 	}
 	hpa := find(t, objs, "HorizontalPodAutoscaler", "tw-issuer")
 	lo, _, _ := unstructured.NestedInt64(hpa.Object, "spec", "minReplicas")

@@ -77,11 +77,25 @@ type replica struct {
 // startReplica starts an issuer replica serving externalURL (or its own address when own is true).
 func startReplica(t *testing.T, clk clock.PassiveClock, own bool) *replica {
 	t.Helper()
+	return startReplicaWith(t, clk, own, nil)
+}
+
+// startReplicaWith is startReplica with adjusted options (TLS, for one).
+func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust func(*app.Options)) *replica {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := "http://" + ln.Addr().String()
+	scheme := "http://"
+	if adjust != nil {
+		probe := app.Options{}
+		adjust(&probe)
+		if probe.TLSCertFile != "" {
+			scheme = "https://"
+		}
+	}
+	base := scheme + ln.Addr().String()
 	ext := externalURL
 	if own {
 		ext = base
@@ -90,11 +104,15 @@ func startReplica(t *testing.T, clk clock.PassiveClock, own bool) *replica {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, env.Config, app.Options{ExternalURL: ext, Listener: ln, Clock: clk, Logger: logr.Discard(), Ready: ready,
+		opts := app.Options{ExternalURL: ext, Listener: ln, Clock: clk, Logger: logr.Discard(), Ready: ready,
 			ShutdownGrace: 5 * time.Second, ServerOptions: func(c *issuer.ServerConfig) {
 				c.IPRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000} // the tests log in fast from one address
 				c.UsernameRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000}
-			}})
+			}}
+		if adjust != nil {
+			adjust(&opts)
+		}
+		done <- app.Run(ctx, env.Config, opts)
 	}()
 	select {
 	case <-ready:
