@@ -8,8 +8,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
@@ -21,7 +23,8 @@ import (
 // caches, and checks that changes to a policy and to a user's Secret are picked up without a nudge.
 func TestTheManagerReconcilesFromWatches(t *testing.T) {
 	ns := env.Namespace(t)
-	opts := ctrl.Options{Scheme: env.Scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}}
+	opts := ctrl.Options{Scheme: env.Scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}} // several managers in one test process
 	mgr, err := ctrl.NewManager(env.Config, opts)
 	if err != nil {
 		t.Fatal(err)
