@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -43,6 +44,10 @@ type TokenPolicyReconciler struct {
 	IssuerURL string
 	// ShardBudget is the byte budget of one shard; 0 means DefaultShardBudget.
 	ShardBudget int
+	// ShardStatusPeriod is how often a policy's shard fill is read again; 0 reads it only when the policy
+	// or its keys change. The issuer writes a shard's journal many times a second: reconciling on each of
+	// those writes would cost the API server more than the writes themselves.
+	ShardStatusPeriod time.Duration
 }
 
 // Permissions of the controller: its own API, the Secrets and ConfigMaps it owns, and events. It reads
@@ -129,12 +134,18 @@ func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TokenPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardUpdates)).
 		Owns(&corev1.Secret{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
 		Named("tokenpolicy").
 		Complete(r)
 }
+
+// ignoreShardUpdates drops the update events of revocation shards (their creation and deletion still
+// count); their fill is read every ShardStatusPeriod instead.
+var ignoreShardUpdates = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return e.ObjectNew.GetLabels()[v1alpha1.LabelComponent] != v1alpha1.ComponentRevocations
+}}
 
 // policiesForSecret maps a key Secret someone else created to the policies of its namespace that name it.
 func (r *TokenPolicyReconciler) policiesForSecret(ctx context.Context, obj client.Object) []reconcile.Request {

@@ -98,6 +98,9 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 			full = append(full, fmt.Sprintf("%s (%d of %d bytes)", cm.Name, st.Bytes, r.budget()))
 		}
 	}
+	if r.ShardStatusPeriod > 0 {
+		s.requeueAt(s.now.Add(r.ShardStatusPeriod))
+	}
 	if len(full) > 0 {
 		s.shardsErr = fmt.Errorf("shards near their byte budget: %s; raise spec.revocation.shards", strings.Join(full, ", "))
 		r.event(p, corev1.EventTypeWarning, v1alpha1.EventShardNearBudget, "CheckShards", "%v", s.shardsErr)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
@@ -184,5 +185,25 @@ func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
 	}
 	if st := f.get("expiring").Status.Shards[0]; st.Records != 2 || st.RevokedSessions != 1 {
 		t.Fatalf("shard status: %+v; want 2 records, 1 revoked", st)
+	}
+}
+
+func TestShardWritesDoNotTriggerReconcilesButTheFillIsReadPeriodically(t *testing.T) {
+	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+	jwks := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentJWKS}}}
+	if ignoreShardUpdates.Update(event.UpdateEvent{ObjectOld: shard, ObjectNew: shard}) {
+		t.Errorf("a shard update triggers a reconcile; want it ignored")
+	}
+	if !ignoreShardUpdates.Update(event.UpdateEvent{ObjectOld: jwks, ObjectNew: jwks}) {
+		t.Errorf("a JWKS update is ignored; want it to trigger a reconcile (someone edited what the controller owns)")
+	}
+	if !ignoreShardUpdates.Delete(event.DeleteEvent{Object: shard}) || !ignoreShardUpdates.Create(event.CreateEvent{Object: shard}) {
+		t.Errorf("a shard's creation or deletion is ignored; want it to trigger a reconcile")
+	}
+	f := newFixture(t)
+	f.r.ShardStatusPeriod = 10 * time.Second
+	f.policy("periodic", func(s *v1alpha1.TokenPolicySpec) { s.Signing.RotationInterval = &metav1.Duration{} })
+	if res := f.reconcile("periodic"); res.RequeueAfter != 10*time.Second {
+		t.Fatalf("requeue after %s; want the shard status period, 10s", res.RequeueAfter)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
@@ -28,6 +29,7 @@ type ControllerConfig struct {
 	LeaderElection   bool
 	LeaderElectionNS string
 	ShardBudget      int
+	ShardStatus      time.Duration
 	Zap              zap.Options
 }
 
@@ -39,6 +41,7 @@ func controllerFlags(fs *flag.FlagSet) runner {
 	fs.BoolVar(&c.LeaderElection, "leader-elect", true, "elect a leader so that only one replica reconciles")
 	fs.StringVar(&c.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader-election Lease; default: the pod's namespace")
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", controllers.DefaultShardBudget, "byte budget of one revocation shard")
+	fs.DurationVar(&c.ShardStatus, "shard-status-period", 10*time.Second, "how often each policy's shard fill is read into its status (and RevocationStoreReady decided)")
 	c.Zap.BindFlags(fs)
 	return c
 }
@@ -51,6 +54,9 @@ func (c *ControllerConfig) Validate() error {
 	}
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600 (objects are limited to 1 MiB), got %d", c.ShardBudget))
+	}
+	if c.ShardStatus < time.Second && c.ShardStatus != 0 {
+		errs = append(errs, fmt.Errorf("--shard-status-period %s: want 0 (only on change) or at least 1s", c.ShardStatus))
 	}
 	return errors.Join(errs...)
 }
@@ -74,7 +80,7 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 	}
 	recorder := mgr.GetEventRecorder("tokenwarden-controller")
 	r := &controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: recorder, Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget}
+		Recorder: recorder, Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}

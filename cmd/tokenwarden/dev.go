@@ -121,7 +121,7 @@ func (c *DevConfig) Run(ctx context.Context) error {
 	issuerURL := "http://" + c.Listen
 	errs := make(chan error, 2)
 	go func() {
-		errs <- (&ControllerConfig{IssuerURL: issuerURL, MetricsAddr: "0", ProbeAddr: "0", ShardBudget: defaultShardBudget()}).run(ctx, cfg, logger)
+		errs <- (&ControllerConfig{IssuerURL: issuerURL, MetricsAddr: "0", ProbeAddr: "0", ShardBudget: defaultShardBudget(), ShardStatus: 10 * time.Second}).run(ctx, cfg, logger)
 	}()
 	go func() {
 		errs <- (&IssuerConfig{ExternalURL: issuerURL, Listen: c.Listen}).withDefaults().run(ctx, cfg, logger)

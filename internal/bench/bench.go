@@ -114,6 +114,7 @@ type row struct {
 	bound          float64 // ops/s of the bound in the same run; 0 when none applies
 	boundKind      string
 	storeOpsPerOps float64
+	apiCPUPer1000  float64 // kube-apiserver and etcd
 }
 
 const externalURL = "http://tokenwarden.bench"
@@ -217,7 +218,7 @@ func startController(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	if err := (&controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: externalURL}).SetupWithManager(mgr); err != nil {
+		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: externalURL, ShardStatusPeriod: 10 * time.Second}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
@@ -452,6 +453,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 	for _, p := range procs {
 		cpuBefore += p.cpuSeconds()
 	}
+	apiBefore := childCPU("kube-apiserver") + childCPU("etcd")
 	profileDone := b.profile(ctx, sc, procs[0])
 	res := drive(ctx, sc.concurrency, b.cfg.Duration, 0, f)
 	<-profileDone
@@ -465,7 +467,8 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 		cpu += p.cpuSeconds()
 		rss = max(rss, p.peakRSS())
 	}
-	r := &row{scenario: sc, res: res, cpuPer1000: (cpu - cpuBefore) / float64(max(res.ops, 1)) * 1000, peakRSS: rss}
+	r := &row{scenario: sc, res: res, cpuPer1000: (cpu - cpuBefore) / float64(max(res.ops, 1)) * 1000, peakRSS: rss,
+		apiCPUPer1000: (childCPU("kube-apiserver") + childCPU("etcd") - apiBefore) / float64(max(res.ops, 1)) * 1000}
 	if ops := float64(res.ops - errorsTotal(res)); ops > 0 {
 		r.writesPerOp = (after[storeCounters[0]] - before[storeCounters[0]]) / ops
 		r.bytesPerOp = (after[storeCounters[1]] - before[storeCounters[1]]) / ops

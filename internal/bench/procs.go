@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,4 +134,30 @@ func metrics(base string, names ...string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// childCPU is the CPU seconds used so far by this process's children named name (kube-apiserver, etcd).
+func childCPU(name string) float64 {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	self := strconv.Itoa(os.Getpid())
+	total := 0.0
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		open, end := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+		if open < 0 || end < open || st[open+1:end] != name {
+			continue
+		}
+		fields := strings.Fields(st[end+1:])
+		if len(fields) < 13 || fields[1] != self { // fields[1] is the parent's pid
+			continue
+		}
+		utime, _ := strconv.ParseFloat(fields[11], 64)
+		stime, _ := strconv.ParseFloat(fields[12], 64)
+		total += (utime + stime) / 100
+	}
+	return total
 }
