@@ -80,6 +80,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 10 * time.Second
 	}
+	// Shard objects are read and written many times a second over the cluster network; gzip of responses
+	// costs the API server and the replica more CPU than it saves there.
+	cfg = rest.CopyConfig(cfg)
+	cfg.DisableCompression = true
 	informers, err := cache.New(cfg, CacheOptions())
 	if err != nil {
 		return err
