@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +30,7 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
+	"github.com/tokenwarden/tokenwarden/issuer/app/apptest"
 )
 
 var (
@@ -83,56 +82,18 @@ func startReplica(t *testing.T, clk clock.PassiveClock, own bool) *replica {
 // startReplicaWith is startReplica with adjusted options (TLS, for one).
 func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust func(*app.Options)) *replica {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scheme := "http://"
-	if adjust != nil {
-		probe := app.Options{}
-		adjust(&probe)
-		if probe.TLSCertFile != "" {
-			scheme = "https://"
-		}
-	}
-	base := scheme + ln.Addr().String()
-	ext := externalURL
-	if own {
-		ext = base
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		opts := app.Options{ExternalURL: ext, Listener: ln, Clock: clk, Logger: logr.Discard(), Ready: ready,
-			ShutdownGrace: 5 * time.Second, ServerOptions: func(c *issuer.ServerConfig) {
-				c.IPRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000} // the tests log in fast from one address
-				c.UsernameRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000}
-			}}
-		if adjust != nil {
-			adjust(&opts)
-		}
-		done <- app.Run(ctx, env.Config, opts)
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("replica stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("replica not ready within 60s")
-	}
-	var stopped atomic.Bool
-	r := &replica{base: base, stop: func() {
-		if stopped.Swap(true) {
-			return
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("replica %s: %v", base, err)
-		}
+	o := app.Options{ExternalURL: externalURL, Clock: clk, Logger: logr.Discard(), ServerOptions: func(c *issuer.ServerConfig) {
+		c.IPRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000} // the tests log in fast from one address
+		c.UsernameRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000}
 	}}
-	t.Cleanup(r.stop)
-	return r
+	if own {
+		o.ExternalURL = ""
+	}
+	if adjust != nil {
+		adjust(&o)
+	}
+	r := apptest.Start(t, env.Config, o)
+	return &replica{base: r.Base, stop: r.Stop}
 }
 
 // fixture is a namespace with a policy, a user, an introspecting ServiceAccount, and replicas.

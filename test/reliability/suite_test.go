@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -42,6 +41,7 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
+	"github.com/tokenwarden/tokenwarden/issuer/app/apptest"
 )
 
 var (
@@ -122,50 +122,21 @@ type replica struct {
 // startReplica starts an issuer replica serving externalURL with app.Run, as the binary does.
 func startReplica(t testing.TB, o replicaOptions) *replica {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
 	logger := logr.Discard()
 	if o.logger != nil {
 		logger = *o.logger
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, env.Config, app.Options{ExternalURL: externalURL, Listener: ln, Clock: o.clock, Logger: logger, Ready: ready,
-			ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout, ShutdownGrace: 5 * time.Second,
-			ServerOptions: func(c *issuer.ServerConfig) {
-				if o.strictLimits {
-					c.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
-					return
-				}
-				c.IPRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000} // the tests log in fast from one address
-				c.UsernameRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000}
-			}})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("replica stopped before it was ready: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("replica not ready within 60s")
-	}
-	var stopped atomic.Bool
-	r := &replica{base: base, stop: func() {
-		if stopped.Swap(true) {
-			return
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("replica %s: %v", base, err)
-		}
-	}}
-	t.Cleanup(r.stop)
-	return r
+	r := apptest.Start(t, env.Config, app.Options{ExternalURL: externalURL, Clock: o.clock, Logger: logger,
+		ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout,
+		ServerOptions: func(c *issuer.ServerConfig) {
+			if o.strictLimits {
+				c.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
+				return
+			}
+			c.IPRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000} // the tests log in fast from one address
+			c.UsernameRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000}
+		}})
+	return &replica{base: r.Base, stop: r.Stop}
 }
 
 // fixture is a namespace with a policy, users, ServiceAccounts and replicas.

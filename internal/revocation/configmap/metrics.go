@@ -53,13 +53,17 @@ func (m *Metrics) commit(ops, writes int, written *corev1.ConfigMap, took time.D
 	m.Operations.Add(float64(ops))
 	m.BatchSize.Observe(float64(ops))
 	m.WriteLatency.Observe(took.Seconds())
+	m.updates(writes, written, err)
+}
+
+// updates counts the Updates of one compare-and-swap: the last one wrote written, the others conflicted.
+func (m *Metrics) updates(writes int, written *corev1.ConfigMap, err error) {
 	m.Writes.Add(float64(writes))
+	m.Conflicts.Add(float64(max(writes-1, 0)))
 	switch {
 	case err != nil:
 		m.Failures.Inc()
-		m.Conflicts.Add(float64(max(writes-1, 0)))
 	case writes > 0:
-		m.Conflicts.Add(float64(writes - 1))
 		m.BytesWritten.Add(float64(writes * dataSize(written.Data)))
 	}
 }
@@ -69,16 +73,8 @@ func (m *Metrics) fold(writes int, written *corev1.ConfigMap, err error) {
 	if m == nil {
 		return
 	}
-	m.Writes.Add(float64(writes))
-	switch {
-	case err != nil:
-		m.Failures.Inc()
-		m.Conflicts.Add(float64(max(writes-1, 0)))
-	case writes > 0:
-		m.Conflicts.Add(float64(writes - 1))
-		m.BytesWritten.Add(float64(writes * dataSize(written.Data)))
-		if !strings.HasSuffix(written.Name, revocation.JournalSuffix) {
-			m.Folds.Inc()
-		}
+	m.updates(writes, written, err)
+	if err == nil && writes > 0 && !strings.HasSuffix(written.Name, revocation.JournalSuffix) {
+		m.Folds.Inc()
 	}
 }

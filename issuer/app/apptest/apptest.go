@@ -1,0 +1,69 @@
+// Package apptest starts issuer replicas for tests, in process, the way the issuer binary starts one.
+package apptest
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/tokenwarden/tokenwarden/issuer/app"
+)
+
+// Replica is one running issuer.
+type Replica struct {
+	// Base is the URL the replica listens at: http(s)://127.0.0.1:port.
+	Base string
+	// Stop ends the replica and waits for it; later calls do nothing. Cleanup calls it too.
+	Stop func()
+}
+
+// Start runs app.Run with o on a new loopback listener and waits until the replica serves its policies.
+// ExternalURL "" means the replica's own address. The replica stops when the test ends.
+func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := "http://"
+	if o.TLSCertFile != "" {
+		scheme = "https://"
+	}
+	base := scheme + ln.Addr().String()
+	if o.ExternalURL == "" {
+		o.ExternalURL = base
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 5 * time.Second
+	}
+	ready := make(chan struct{})
+	o.Listener, o.Ready = ln, ready
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, o) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("replica stopped before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("replica not ready within 60s")
+	}
+	var stopped atomic.Bool
+	r := &Replica{Base: base, Stop: func() {
+		if stopped.Swap(true) {
+			return
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("replica %s: %v", base, err)
+		}
+	}}
+	t.Cleanup(r.Stop)
+	return r
+}
