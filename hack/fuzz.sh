@@ -35,12 +35,24 @@ fi
 
 start=$SECONDS
 failed=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 while read -r dir name; do
 	printf '==> %s ./%s (%s)\n' "$name" "$dir" "$FUZZTIME"
 	t0=$SECONDS
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "./$dir"; then
+	# The fuzzing engine sometimes ends a run at its deadline with "context deadline exceeded" and no
+	# failing input: that is the engine stopping, not a finding, and it is run again once.
+	for attempt in 1 2; do
+		if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "./$dir" 2>&1 | tee "$log"; then
+			break
+		fi
+		if [ "$attempt" = 1 ] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written to' "$log"; then
+			echo "    $name stopped at its deadline without a finding; running it again"
+			continue
+		fi
 		failed+=("$name ./$dir (the failing input is in $dir/testdata/fuzz/$name/)")
-	fi
+		break
+	done
 	if [ "$FUZZ_KEEP_CORPUS" = 1 ]; then
 		pkg="$module"
 		[ "$dir" != . ] && pkg="$module/$dir"
