@@ -292,11 +292,16 @@ Try it (in another terminal):
   RT=$(sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p' /tmp/tw.json)
   AT=$(sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p' /tmp/tw.json)
 
-  # refresh (the refresh token rotates: use the new one next time)
-  curl -s -d grant_type=refresh_token -d refresh_token=$RT $ISS/token
+  # refresh: the refresh token rotates, so keep the new one (presenting the old one again revokes the session)
+  curl -s -d grant_type=refresh_token -d refresh_token=$RT $ISS/token | tee /tmp/tw.json
+  RT=$(sed -n 's/.*"refresh_token":"\([^"]*\)".*/\1/p' /tmp/tw.json)
 
   # introspect, as the ServiceAccount the policy allows
   curl -s -H "Authorization: Bearer $(kubectl create token payments-api --audience $ISS)" -d token=$AT $ISS/introspect
+
+  # revoke the session (RFC 7009); from now on its refresh token gets invalid_grant
+  curl -s -d token=$RT $ISS/revoke
+  curl -s -d grant_type=refresh_token -d refresh_token=$RT $ISS/token
 
   # discovery and keys
   curl -s $ISS/.well-known/openid-configuration
