@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Kinds of operation the load generator performs.
@@ -333,14 +336,14 @@ func (l *load) verify() summary {
 	}
 	l.mu.Unlock()
 	deadline := time.Now().Add(60 * time.Second)
-	retry := func(op func() (response, error)) (response, error) {
-		for {
-			r, err := op()
-			if !undecided(r, err) || time.Now().After(deadline) {
-				return r, err
-			}
-			time.Sleep(50 * time.Millisecond) // pacing a bounded retry loop, not waiting for state
-		}
+	retry := func(op func() (response, error)) (r response, err error) {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		_ = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+			r, err = op()
+			return !undecided(r, err), nil
+		})
+		return r, err
 	}
 	for i, s := range all {
 		if s.pending == "" {
@@ -381,13 +384,13 @@ func (l *load) verify() summary {
 					}
 					for k := range f.count() {
 						ok := false
-						for time.Now().Before(deadline) {
+						ctx, cancel := context.WithDeadline(context.Background(), deadline)
+						_ = wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
 							r, err := f.tryIntrospect(i+k, s.at)
-							if ok = err == nil && r.status == http.StatusOK && r.json["active"] == false; ok {
-								break
-							}
-							time.Sleep(50 * time.Millisecond)
-						}
+							ok = err == nil && r.status == http.StatusOK && r.json["active"] == false
+							return ok, nil
+						})
+						cancel()
 						if !ok {
 							lost("revocation of session %s: replica %d still reports its access token active", id, (i+k)%f.count())
 						}
