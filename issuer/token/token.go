@@ -86,6 +86,9 @@ type Codec struct {
 	verifyKeys     map[string]any
 	access         kind
 	refresh        kind
+	clock          clock.PassiveClock
+	leeway         time.Duration
+	verified       *verifiedCache // access tokens that verified, for resource servers that introspect them again
 }
 
 // kind is what differs between access and refresh tokens.
@@ -142,6 +145,7 @@ func New(p Policy, clk clock.PassiveClock) (*Codec, error) {
 	if leeway == 0 {
 		leeway = DefaultLeeway
 	}
+	c.clock, c.leeway, c.verified = clk, leeway, newVerifiedCache(verifiedCacheSize)
 	c.access = c.newKind("access token", AccessType, "at|", p.Keys.Active.ID, leeway, clk, c.audiences...)
 	c.refresh = c.newKind("refresh token", RefreshType, "rt|", p.Keys.Active.ID, leeway, clk, c.issuer)
 	return c, nil
@@ -335,12 +339,29 @@ func (c *Codec) sign(k *kind, claims any) (string, error) {
 	return string(buf), nil
 }
 
-// VerifyAccess returns the claims of raw if it is an access token of the policy that is valid now.
+// VerifyAccess returns the claims of raw if it is an access token of the policy that is valid now. A token
+// that verified before (resource servers introspect the same token again and again) is not verified again:
+// its claims are remembered, by the token's digest, and only its times are checked anew.
 func (c *Codec) VerifyAccess(raw string) (*AccessClaims, error) {
+	if cached, ok := c.verified.get(raw); ok {
+		now := c.clock.Now()
+		switch {
+		case !now.Before(cached.ExpiresAt.Time().Add(c.leeway)):
+			return nil, c.access.refuse(ErrExpired, "exp "+cached.ExpiresAt.Time().UTC().Format(time.RFC3339))
+		case now.Before(cached.IssuedAt.Time().Add(-c.leeway)):
+			return nil, c.access.refuse(ErrNotYetValid, "iat "+cached.IssuedAt.Time().UTC().Format(time.RFC3339))
+		}
+		claims := *cached
+		claims.Audience = slices.Clone(cached.Audience)
+		return &claims, nil
+	}
 	claims := new(AccessClaims)
 	if err := c.verify(&c.access, raw, claims); err != nil {
 		return nil, err
 	}
+	remembered := *claims
+	remembered.Audience = slices.Clone(claims.Audience)
+	c.verified.put(raw, &remembered)
 	return claims, nil
 }
 
