@@ -9,12 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
@@ -25,39 +22,24 @@ import (
 func startElected(t *testing.T, leaseNS string) (stop func(), elected <-chan struct{}) {
 	t.Helper()
 	lease, renew, retry := 3*time.Second, 2*time.Second, 200*time.Millisecond
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		LeaderElection: true, LeaderElectionID: "tokenwarden-controller", LeaderElectionNamespace: leaseNS,
-		LeaseDuration: &lease, RenewDeadline: &renew, RetryPeriod: &retry,
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}}) // several managers in one test process
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: "http://issuer.test"}
-	if err := r.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = mgr.Start(ctx); close(done) }()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return stop, mgr.Elected()
+	return runManager(t, ctrl.Options{LeaderElection: true, LeaderElectionID: "tokenwarden-controller", LeaderElectionNamespace: leaseNS,
+		LeaseDuration: &lease, RenewDeadline: &renew, RetryPeriod: &retry})
 }
 
 func TestALeaderFailoverLosesNothingAndResumesReconciling(t *testing.T) {
 	ns := env.Namespace(t)
 	stopA, electedA := startElected(t, ns)
 	<-electedA // A leads; B waits
-	stopB, electedB := startElected(t, ns)
-	_ = stopB
+	_, electedB := startElected(t, ns)
+	holder := func() string {
+		t.Helper()
+		lease := &coordinationv1.Lease{}
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "tokenwarden-controller"}, lease); err != nil {
+			t.Fatalf("leader Lease: %v", err)
+		}
+		return ptr.Deref(lease.Spec.HolderIdentity, "")
+	}
+	first := holder()
 
 	ready := func(name string) *v1alpha1.TokenPolicy {
 		t.Helper()
@@ -91,9 +73,8 @@ func TestALeaderFailoverLosesNothingAndResumesReconciling(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the second replica was not elected within 60s of the leader's crash")
 	}
-	lease := &coordinationv1.Lease{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "tokenwarden-controller"}, lease); err != nil {
-		t.Fatalf("leader Lease: %v", err)
+	if now := holder(); now == "" || now == first {
+		t.Fatalf("the Lease is held by %q after failover; want the second replica, not %q", now, first)
 	}
 	create("after")
 	ready("after")

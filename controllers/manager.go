@@ -1,9 +1,14 @@
 package controllers
 
 import (
+	"fmt"
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -26,4 +31,34 @@ func ComponentSelector() labels.Selector {
 		panic(err) // a constant, valid label key
 	}
 	return labels.NewSelector().Add(*req)
+}
+
+// Options configure the reconcilers Setup registers.
+type Options struct {
+	// IssuerURL is the issuer's external base URL (TokenPolicyReconciler.IssuerURL).
+	IssuerURL string
+	// ShardBudget and ShardStatusPeriod are TokenPolicyReconciler's; zero means their defaults.
+	ShardBudget       int
+	ShardStatusPeriod time.Duration
+	// Clock is the time keys rotate and revocations apply at; nil means the real clock.
+	Clock clock.PassiveClock
+}
+
+// Setup registers the TokenPolicy and TokenRevocation reconcilers with mgr, as the controller binary runs
+// them.
+func Setup(mgr ctrl.Manager, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	recorder := mgr.GetEventRecorder("tokenwarden-controller")
+	policies := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: recorder, Clock: o.Clock, IssuerURL: o.IssuerURL, ShardBudget: o.ShardBudget, ShardStatusPeriod: o.ShardStatusPeriod}
+	if err := policies.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the TokenPolicy controller: %w", err)
+	}
+	revocations := &TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: o.Clock}
+	if err := revocations.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the TokenRevocation controller: %w", err)
+	}
+	return nil
 }

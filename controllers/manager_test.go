@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,30 +19,41 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 )
 
-// TestTheManagerReconcilesFromWatches runs the reconciler as the controller binary does, with its narrow
-// caches, and checks that changes to a policy and to a user's Secret are picked up without a nudge.
-func TestTheManagerReconcilesFromWatches(t *testing.T) {
-	ns := env.Namespace(t)
-	opts := ctrl.Options{Scheme: env.Scheme, Cache: CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}} // several managers in one test process
+// runManager runs both reconcilers through Setup, as the controller binary does, with the given options on
+// top of the binary's narrow caches; the returned stop ends it without releasing a Lease, as a crash would.
+func runManager(t *testing.T, opts ctrl.Options) (stop func(), elected <-chan struct{}) {
+	t.Helper()
+	opts.Scheme, opts.Cache, opts.Metrics = env.Scheme, CacheOptions(), metricsserver.Options{BindAddress: "0"}
+	opts.Controller = config.Controller{SkipNameValidation: ptr.To(true)} // several managers in one test process
 	mgr, err := ctrl.NewManager(env.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: "http://127.0.0.1:8443"}
-	if err := r.SetupWithManager(mgr); err != nil {
+	if err := Setup(mgr, Options{IssuerURL: "http://issuer.test"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop, mgr.Elected()
+}
+
+// TestTheManagerReconcilesFromWatches runs the reconciler as the controller binary does, with its narrow
+// caches, and checks that changes to a policy and to a user's Secret are picked up without a nudge.
+func TestTheManagerReconcilesFromWatches(t *testing.T) {
+	ns := env.Namespace(t)
+	runManager(t, ctrl.Options{})
+	ctx := context.Background()
 
 	// A policy whose user Secret is missing its key: not ready until the Secret is fixed.
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "user-keys",

@@ -68,12 +68,7 @@ func runController(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := mgr.GetEventRecorder("test")
-	if err := (&controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: rec,
-		Clock: clock.RealClock{}, IssuerURL: "https://issuer.test"}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&controllers.TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: "https://issuer.test"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -11,7 +11,6 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -78,16 +77,8 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	recorder := mgr.GetEventRecorder("tokenwarden-controller")
-	r := &controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: recorder, Clock: clock.RealClock{}, IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}
-	if err := r.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up controller: %w", err)
-	}
-	revocations := &controllers.TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: recorder, Clock: clock.RealClock{}}
-	if err := revocations.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up revocation controller: %w", err)
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}); err != nil {
+		return err
 	}
 	if c.ProbeAddr != "0" {
 		if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

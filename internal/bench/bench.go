@@ -217,8 +217,7 @@ func startController(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := (&controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("tokenwarden-controller"), Clock: clock.RealClock{}, IssuerURL: externalURL, ShardStatusPeriod: 10 * time.Second}).SetupWithManager(mgr); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, ShardStatusPeriod: 10 * time.Second}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()

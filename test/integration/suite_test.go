@@ -55,12 +55,7 @@ func startController(e *testenv.Env) error {
 	if err != nil {
 		return err
 	}
-	rec := mgr.GetEventRecorder("tokenwarden-controller")
-	if err := (&controllers.TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: rec,
-		Clock: clock.RealClock{}, IssuerURL: externalURL}).SetupWithManager(mgr); err != nil {
-		return err
-	}
-	if err := (&controllers.TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(context.Background()) }() // stops with the process
