@@ -40,6 +40,8 @@ type Options struct {
 	// ShardBudget and ShardStatusPeriod are TokenPolicyReconciler's; zero means their defaults.
 	ShardBudget       int
 	ShardStatusPeriod time.Duration
+	// CompactBytes is TokenPolicyReconciler's; zero means DefaultCompactBytes.
+	CompactBytes int
 	// Clock is the time keys rotate and revocations apply at; nil means the real clock.
 	Clock clock.PassiveClock
 }
@@ -52,7 +54,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	recorder := mgr.GetEventRecorder("tokenwarden-controller")
 	policies := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: recorder, Clock: o.Clock, IssuerURL: o.IssuerURL, ShardBudget: o.ShardBudget, ShardStatusPeriod: o.ShardStatusPeriod}
+		Recorder: recorder, Clock: o.Clock, IssuerURL: o.IssuerURL, ShardBudget: o.ShardBudget, ShardStatusPeriod: o.ShardStatusPeriod,
+		CompactBytes: o.CompactBytes}
 	if err := policies.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenPolicy controller: %w", err)
 	}

@@ -102,7 +102,7 @@ func TestTheManagerReconcilesFromWatches(t *testing.T) {
 		if err := env.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
 			return false, err.Error()
 		}
-		return len(list.Items) == 12, "shard bases and journals: " + itoa(len(list.Items))
+		return len(list.Items) == 7, "shard bases and the journal: " + itoa(len(list.Items))
 	})
 }
 

@@ -11,7 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +27,7 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/keys"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
 // DefaultShardBudget is the number of bytes of records a shard may hold: well under the 1 MiB limit of a
@@ -48,6 +51,9 @@ type TokenPolicyReconciler struct {
 	// or its keys change. The issuer writes a shard's journal many times a second: reconciling on each of
 	// those writes would cost the API server more than the writes themselves.
 	ShardStatusPeriod time.Duration
+	// CompactBytes is the least data of sealed segments merged into the bases at once; 0 means
+	// DefaultCompactBytes.
+	CompactBytes int
 }
 
 // Permissions of the controller: its own API, the Secrets and ConfigMaps it owns, and events. It reads
@@ -134,18 +140,60 @@ func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TokenPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardUpdates)).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardWrites)).
+		Watches(&corev1.ConfigMap{}, segmentsSealed{delay: r.compactDelay()}).
 		Owns(&corev1.Secret{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
 		Named("tokenpolicy").
 		Complete(r)
 }
 
-// ignoreShardUpdates drops the update events of revocation shards (their creation and deletion still
-// count); their fill is read every ShardStatusPeriod instead.
-var ignoreShardUpdates = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	return e.ObjectNew.GetLabels()[v1alpha1.LabelComponent] != v1alpha1.ComponentRevocations
-}}
+// ignoreShardWrites drops what the issuers do to revocation objects: journal updates and the creation and
+// deletion of sealed segments (several a second under load). Bases and the journal still count when they
+// are created or deleted. Their fill is read every ShardStatusPeriod instead, and segmentsSealed asks for
+// the merge.
+var ignoreShardWrites = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool { return !isRevocations(e.ObjectNew) },
+	CreateFunc: func(e event.CreateEvent) bool { return !isSegment(e.Object) },
+	DeleteFunc: func(e event.DeleteEvent) bool { return !isSegment(e.Object) },
+}
+
+func isRevocations(o client.Object) bool {
+	return o.GetLabels()[v1alpha1.LabelComponent] == v1alpha1.ComponentRevocations
+}
+
+func isSegment(o client.Object) bool {
+	role, _ := revocation.RoleOf(o.GetLabels()[v1alpha1.LabelPolicy], o.GetName())
+	return isRevocations(o) && role == revocation.RoleSegment
+}
+
+// compactDelay is how long after a segment is sealed its policy is reconciled (and the segments merged,
+// if they hold enough): a burst of seals costs one pass.
+func (r *TokenPolicyReconciler) compactDelay() time.Duration {
+	if r.ShardStatusPeriod > 0 {
+		return r.ShardStatusPeriod
+	}
+	return time.Second
+}
+
+// segmentsSealed enqueues a segment's policy, delayed, when the segment is created.
+type segmentsSealed struct{ delay time.Duration }
+
+func (h segmentsSealed) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if isSegment(e.Object) {
+		q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(),
+			Name: e.Object.GetLabels()[v1alpha1.LabelPolicy]}}, h.delay)
+	}
+}
+
+func (segmentsSealed) Update(context.Context, event.UpdateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+}
+
+func (segmentsSealed) Delete(context.Context, event.DeleteEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+}
+
+func (segmentsSealed) Generic(context.Context, event.GenericEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+}
 
 // policiesForSecret maps a key Secret someone else created to the policies of its namespace that name it.
 func (r *TokenPolicyReconciler) policiesForSecret(ctx context.Context, obj client.Object) []reconcile.Request {

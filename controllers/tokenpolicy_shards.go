@@ -3,7 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
@@ -22,10 +24,11 @@ import (
 // writes start failing, so that someone can raise the shard count in time.
 const NearBudget = 0.9
 
-// reconcileShards creates the policy's shard ConfigMaps, deletes surplus ones once they have drained, and
-// reports each shard's fill. A session's record stays in the shard it was placed in at login for the
-// session's whole life, so a changed shard count moves nothing: new sessions spread over the new count,
-// and a surplus shard drains as its sessions end.
+// reconcileShards creates the policy's shard bases and its journal, merges sealed segments into the bases
+// once they hold enough, deletes surplus shards once they have drained, and reports each shard's fill. A
+// session's record stays in the shard it was placed in at login for the session's whole life, so a
+// changed shard count moves nothing: new sessions spread over the new count, and a surplus shard drains
+// as its sessions end.
 func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) error {
 	p := s.policy
 	var list corev1.ConfigMapList
@@ -33,59 +36,45 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 		v1alpha1.LabelPolicy: p.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
 		return wrapf(err, "list revocation shards")
 	}
-	want := int(p.Spec.Revocation.Shards)
-	bases, journals := map[int]*corev1.ConfigMap{}, map[int]*corev1.ConfigMap{}
+	owned := list.Items[:0:0]
 	for i := range list.Items {
-		cm := &list.Items[i]
-		if !metav1.IsControlledBy(cm, p) {
-			continue
-		}
-		if idx, ok := shardIndex(p.Name, cm.Name); ok {
-			bases[idx] = cm
-		} else if idx, ok := shardIndex(p.Name, strings.TrimSuffix(cm.Name, revocation.JournalSuffix)); ok && strings.HasSuffix(cm.Name, revocation.JournalSuffix) {
-			journals[idx] = cm
+		if metav1.IsControlledBy(&list.Items[i], p) {
+			owned = append(owned, list.Items[i])
 		}
 	}
-	// Every shard within the count, and every surplus one still draining, has its base and its journal.
+	objs := configmap.Classify(p.Name, owned)
+	want := int(p.Spec.Revocation.Shards)
+	if objs.Journal == nil {
+		cm, err := r.createShardObject(ctx, p, revocation.JournalName(p.Name), 0)
+		if err != nil {
+			return err
+		}
+		objs.Journal = cm
+	}
+	// A new base starts at the journal's fold number: no segment up to it holds entries of a new shard,
+	// and readers must not look for segments merged and deleted before it existed.
 	for i := range want {
-		if bases[i] == nil {
-			bases[i] = &corev1.ConfigMap{}
+		if objs.Bases[i] == nil {
+			cm, err := r.createShardObject(ctx, p, revocation.ShardName(p.Name, i), revocation.FoldSeq(objs.Journal.Data))
+			if err != nil {
+				return err
+			}
+			objs.Bases[i] = cm
 		}
 	}
-	for i, base := range bases {
-		if base.Name == "" {
-			cm, err := r.createShardObject(ctx, p, revocation.ShardName(p.Name, i))
-			if err != nil {
-				return err
-			}
-			bases[i] = cm
-		}
-		if journals[i] == nil {
-			cm, err := r.createShardObject(ctx, p, revocation.JournalName(p.Name, i))
-			if err != nil {
-				return err
-			}
-			journals[i] = cm
-		}
+	if err := r.compact(ctx, s, objs); err != nil {
+		return err
 	}
 
-	indexes := make([]int, 0, len(bases))
-	for i := range bases {
-		indexes = append(indexes, i)
-	}
-	sort.Ints(indexes)
+	pending := objs.Pending()
 	var full []string
-	for _, i := range indexes {
-		cm, err := r.dropExpired(ctx, s, bases[i])
+	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
+		cm, err := r.dropExpired(ctx, s, objs.Bases[i])
 		if err != nil {
 			return err
 		}
-		journal, err := r.dropExpired(ctx, s, journals[i])
-		if err != nil {
-			return err
-		}
-		st := revocation.MergedStats(cm.Data, journal.Data)
-		deleted, err := r.drain(ctx, s, cm, journal, i >= want, st)
+		st := revocation.MergedStats(cm.Data, pending[i])
+		deleted, err := r.drain(ctx, s, cm, i >= want, st)
 		if err != nil {
 			return err
 		}
@@ -98,6 +87,9 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 			full = append(full, fmt.Sprintf("%s (%d of %d bytes)", cm.Name, st.Bytes, r.budget()))
 		}
 	}
+	if _, err := r.dropExpired(ctx, s, objs.Journal); err != nil {
+		return err
+	}
 	if r.ShardStatusPeriod > 0 {
 		s.requeueAt(s.now.Add(r.ShardStatusPeriod))
 	}
@@ -108,21 +100,45 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 	return nil
 }
 
+// DefaultCompactBytes is the least data of sealed segments a policy merges into its bases at once.
+const DefaultCompactBytes = 256 << 10
+
+// compact merges the policy's sealed segments into its bases once they hold at least half as much as the
+// bases (and DefaultCompactBytes): each merge rewrites every base, so merging at half their size sends
+// about three bytes for every byte of record the issuer sealed, whatever the number of sessions.
+func (r *TokenPolicyReconciler) compact(ctx context.Context, s *scope, objs configmap.Objects) error {
+	segments := objs.SegmentBytes()
+	if segments == 0 {
+		return nil
+	}
+	bases := 0
+	for _, cm := range objs.Bases {
+		bases += revocation.Stats(cm.Data).Bytes
+	}
+	least := r.CompactBytes
+	if least == 0 {
+		least = DefaultCompactBytes
+	}
+	if segments < max(least, bases/2) {
+		if r.ShardStatusPeriod == 0 {
+			s.requeueAt(s.now.Add(time.Minute))
+		}
+		return nil
+	}
+	res, err := configmap.Compact(ctx, r.Client, r.APIReader, client.ObjectKeyFromObject(s.policy), s.now)
+	compactions.record(client.ObjectKeyFromObject(s.policy).String(), res, err)
+	if err != nil {
+		return wrapf(err, "merge sealed segments")
+	}
+	log.FromContext(ctx).V(1).Info("Merged sealed segments into the shard bases", "segments", res.Segments, "writes", res.Writes, "bytes", res.BytesWritten)
+	return nil
+}
+
 func (r *TokenPolicyReconciler) budget() int {
 	if r.ShardBudget == 0 {
 		return DefaultShardBudget
 	}
 	return r.ShardBudget
-}
-
-// shardIndex parses the index out of a shard name of policy.
-func shardIndex(policy, name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, policy+"-revocations-")
-	if !ok {
-		return 0, false
-	}
-	i, err := strconv.Atoi(rest)
-	return i, err == nil && i >= 0 && revocation.ShardName(policy, i) == name
 }
 
 // dropExpired removes the records of a shard that have expired, through the one shard-writing path, and
@@ -159,7 +175,7 @@ func (r *TokenPolicyReconciler) dropExpired(ctx context.Context, s *scope, cm *c
 // once it is empty and every session that may have been placed in it has ended (one refresh lifetime
 // after it became surplus; a session placed there that never refreshed has no record in it yet). A shard
 // back within the count loses the mark.
-func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm, journal *corev1.ConfigMap, surplus bool, st revocation.ShardStats) (bool, error) {
+func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm *corev1.ConfigMap, surplus bool, st revocation.ShardStats) (bool, error) {
 	since, marked := cm.Annotations[v1alpha1.AnnotationSurplusSince]
 	if surplus == marked {
 		if !surplus || st.Records > 0 {
@@ -174,12 +190,9 @@ func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm, journal
 			s.requeueAt(end)
 			return false, nil
 		}
-		// The journal goes first: while it exists, an issuer may still write to it.
-		for _, obj := range []*corev1.ConfigMap{journal, cm} {
-			err = r.Client.Delete(ctx, obj, client.Preconditions{ResourceVersion: &obj.ResourceVersion})
-			if client.IgnoreNotFound(err) != nil {
-				return false, wrapf(err, "delete drained revocation shard %s", obj.Name)
-			}
+		err = r.Client.Delete(ctx, cm, client.Preconditions{ResourceVersion: &cm.ResourceVersion})
+		if client.IgnoreNotFound(err) != nil {
+			return false, wrapf(err, "delete drained revocation shard %s", cm.Name)
 		}
 		return true, nil
 	}
@@ -199,9 +212,12 @@ func (r *TokenPolicyReconciler) drain(ctx context.Context, s *scope, cm, journal
 	return false, nil
 }
 
-func (r *TokenPolicyReconciler) createShardObject(ctx context.Context, p *v1alpha1.TokenPolicy, name string) (*corev1.ConfigMap, error) {
+func (r *TokenPolicyReconciler) createShardObject(ctx context.Context, p *v1alpha1.TokenPolicy, name string, fold uint64) (*corev1.ConfigMap, error) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: name,
 		Labels: ownedLabels(p, v1alpha1.ComponentRevocations)}, Data: map[string]string{}}
+	if fold > 0 {
+		cm.Data[revocation.FoldKey] = strconv.FormatUint(fold, 10)
+	}
 	if err := controllerutil.SetControllerReference(p, cm, r.Scheme); err != nil {
 		return nil, err
 	}

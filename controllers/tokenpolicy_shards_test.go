@@ -2,48 +2,52 @@ package controllers
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
 func (f *fixture) shardNames(policy string) []string {
 	f.t.Helper()
-	var list corev1.ConfigMapList
-	if err := env.Client.List(context.Background(), &list, client.InNamespace(f.ns),
-		client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: policy})
+	if err != nil {
 		f.t.Fatal(err)
 	}
-	var names, journals []string
-	for _, cm := range list.Items {
-		if strings.HasSuffix(cm.Name, revocation.JournalSuffix) {
-			journals = append(journals, strings.TrimSuffix(cm.Name, revocation.JournalSuffix))
-		} else {
-			names = append(names, cm.Name)
-		}
+	if objs.Journal == nil {
+		f.t.Fatalf("policy %s has no journal", policy)
 	}
-	if strings.Join(names, ",") != strings.Join(journals, ",") {
-		f.t.Fatalf("shard bases %v and journals %v do not pair up", names, journals)
+	var names []string
+	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
+		names = append(names, objs.Bases[i].Name)
 	}
 	return names
 }
 
-// records is a shard's data as the issuer sees it: its base and its journal merged.
+// records is a shard's data as the issuer sees it: its base, and its entries in the journal and segments.
 func (f *fixture) records(shard string) map[string]string {
 	f.t.Helper()
+	policy := shard[:strings.LastIndex(shard, "-revocations-")]
+	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: policy})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	_, i := revocation.RoleOf(policy, shard)
 	out := map[string]string{}
 	for k, v := range f.configMap(shard).Data {
 		out[k] = v
 	}
-	for k, v := range f.configMap(shard + revocation.JournalSuffix).Data {
+	for k, v := range objs.Pending()[int(i)] {
 		out[k] = revocation.Newer(k, out[k], v)
 	}
 	return out
@@ -191,19 +195,80 @@ func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
 func TestShardWritesDoNotTriggerReconcilesButTheFillIsReadPeriodically(t *testing.T) {
 	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
 	jwks := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentJWKS}}}
-	if ignoreShardUpdates.Update(event.UpdateEvent{ObjectOld: shard, ObjectNew: shard}) {
+	segment := shard.DeepCopy()
+	segment.Name, segment.Labels[v1alpha1.LabelPolicy] = revocation.SegmentName("p", 3), "p"
+	if ignoreShardWrites.Update(event.UpdateEvent{ObjectOld: shard, ObjectNew: shard}) {
 		t.Errorf("a shard update triggers a reconcile; want it ignored")
 	}
-	if !ignoreShardUpdates.Update(event.UpdateEvent{ObjectOld: jwks, ObjectNew: jwks}) {
+	if !ignoreShardWrites.Update(event.UpdateEvent{ObjectOld: jwks, ObjectNew: jwks}) {
 		t.Errorf("a JWKS update is ignored; want it to trigger a reconcile (someone edited what the controller owns)")
 	}
-	if !ignoreShardUpdates.Delete(event.DeleteEvent{Object: shard}) || !ignoreShardUpdates.Create(event.CreateEvent{Object: shard}) {
+	if !ignoreShardWrites.Delete(event.DeleteEvent{Object: shard}) || !ignoreShardWrites.Create(event.CreateEvent{Object: shard}) {
 		t.Errorf("a shard's creation or deletion is ignored; want it to trigger a reconcile")
+	}
+	if ignoreShardWrites.Create(event.CreateEvent{Object: segment}) || ignoreShardWrites.Delete(event.DeleteEvent{Object: segment}) {
+		t.Errorf("a sealed segment's creation or deletion triggers a reconcile at once; want it left to segmentsSealed")
 	}
 	f := newFixture(t)
 	f.r.ShardStatusPeriod = 10 * time.Second
 	f.policy("periodic", func(s *v1alpha1.TokenPolicySpec) { s.Signing.RotationInterval = &metav1.Duration{} })
 	if res := f.reconcile("periodic"); res.RequeueAfter != 10*time.Second {
 		t.Fatalf("requeue after %s; want the shard status period, 10s", res.RequeueAfter)
+	}
+}
+
+func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
+	f := newFixture(t)
+	f.r.CompactBytes = 400
+	f.policy("merging", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 2 })
+	f.reconcile("merging")
+	journal := f.configMap(revocation.JournalName("merging"))
+	now := f.clock.Now()
+	seal := func(seq uint64, sids ...string) {
+		t.Helper()
+		seg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: revocation.SegmentName("merging", seq),
+			Labels: journal.Labels, OwnerReferences: journal.OwnerReferences}, Data: map[string]string{}}
+		for _, sid := range sids {
+			seg.Data[revocation.SessionKey(sid)] = revocation.EncodeSession(revocation.Session{Subject: "alice", Generation: seq,
+				Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Active})
+		}
+		if err := env.Client.Create(context.Background(), seg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := revocation.NewSessionID(0), revocation.NewSessionID(1)
+	seal(1, a, b)
+
+	// Below the threshold the segment stays, and the status counts its records in their shards.
+	f.reconcile("merging")
+	if cm := f.configMap(revocation.SegmentName("merging", 1)); len(cm.Data) != 2 {
+		t.Fatalf("segment 1 holds %d entries; want it kept with 2", len(cm.Data))
+	}
+	if st := f.get("merging").Status.Shards; len(st) != 2 || st[0].Records != 1 || st[1].Records != 1 {
+		t.Fatalf("status.shards %+v; want one record in each shard", st)
+	}
+
+	seal(2, a)
+	seal(3, a)
+	f.reconcile("merging")
+	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: "merging"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Segments) != 0 {
+		t.Fatalf("segments left after the merge: %d; want none", len(objs.Segments))
+	}
+	if got := revocation.FoldSeq(objs.Journal.Data); got != 3 {
+		t.Fatalf("journal fold number %d; want 3, so that no segment up to 3 is sealed again", got)
+	}
+	for i, sid := range []string{a, b} {
+		base := objs.Bases[i]
+		rec, err := revocation.DecodeSession(base.Data[revocation.SessionKey(sid)])
+		if err != nil || revocation.FoldSeq(base.Data) != 3 {
+			t.Fatalf("base %d: record %v, fold %d; want the session and fold number 3", i, err, revocation.FoldSeq(base.Data))
+		}
+		if want := uint64(3 - 2*i); rec.Generation != want {
+			t.Fatalf("session in base %d at generation %d; want %d, the newest sealed", i, rec.Generation, want)
+		}
 	}
 }

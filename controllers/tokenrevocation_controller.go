@@ -62,9 +62,10 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	var place revocation.Place
 	var key, target string
 	var decide configmap.Mutation
-	// Decisions go to the shard's journal, where the issuer's compare-and-swap sees them; the record may
-	// be in the base. Revocations only ever move a record towards revoked, and revocation.Newer keeps the
-	// more revoked of two values, so a base read a fold too early cannot undo anything.
+	// Decisions go to the policy's journal, where the issuer's compare-and-swap sees them; the record may
+	// be in the shard's base or a sealed segment. Revocations only ever move a record towards revoked, and
+	// revocation.Newer keeps the more revoked of two values, so a record written from an older copy cannot
+	// undo anything.
 	base := &corev1.ConfigMap{}
 	if tr.Spec.SessionID != "" {
 		shard, ok := revocation.ShardOfSession(tr.Spec.SessionID)
@@ -121,7 +122,7 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.APIReader.Get(ctx, shard, base); err != nil {
 		return ctrl.Result{}, wrapf(err, "read shard %s", shard.Name) // the shard may not exist yet: retry
 	}
-	journal := types.NamespacedName{Namespace: tr.Namespace, Name: shard.Name + revocation.JournalSuffix}
+	journal := types.NamespacedName{Namespace: tr.Namespace, Name: revocation.JournalName(policy.Name)}
 	if _, _, err := configmap.UpdateShard(ctx, r.Client, r.APIReader, journal, nil, decide); err != nil {
 		return ctrl.Result{}, wrapf(err, "record revocation of %s", target) // the shard may not exist yet: retry
 	}

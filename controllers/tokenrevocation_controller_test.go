@@ -78,11 +78,11 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 		t.Fatalf("refresh after the revocation: got %v; want ErrRevoked", err)
 	}
 	// Applied once is applied for good: another pass writes nothing.
-	before := f.configMap("payments-revocations-2-journal").ResourceVersion
+	before := f.configMap(revocation.JournalName("payments")).ResourceVersion
 	if _, err := r.Reconcile(context.Background(), reconcileRequest(f.ns, "stolen-laptop")); err != nil {
 		t.Fatal(err)
 	}
-	if after := f.configMap("payments-revocations-2-journal").ResourceVersion; after != before {
+	if after := f.configMap(revocation.JournalName("payments")).ResourceVersion; after != before {
 		t.Fatalf("a second pass rewrote the shard")
 	}
 }

@@ -3,18 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
 func statusCommand(o *options) *cobra.Command {
@@ -59,12 +60,12 @@ func (o *options) status(ctx context.Context, c client.Client, ns, name string) 
 	if err != nil {
 		return err
 	}
-	printf(o.streams.Out, "\nRevocation shards (base and journal together):\n")
+	printf(o.streams.Out, "\nRevocation shards (base, journal and sealed segments together):\n")
 	w = tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
 	printf(w, "  SHARD\tRECORDS\tBYTES\tREVOKED\n")
 	total := 0
 	for _, sh := range shards {
-		st := revocation.MergedStats(sh.base, sh.journal)
+		st := revocation.MergedStats(sh.base, sh.pending)
 		total += st.RevokedSessions
 		printf(w, "  %s\t%d\t%d\t%d\n", sh.name, st.Records, st.Bytes, st.RevokedSessions)
 	}
@@ -80,19 +81,19 @@ func ts(t *metav1.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// shard is one revocation shard: its base's and its journal's data.
+// shard is one revocation shard: its base's data, and its entries in the journal and the sealed segments.
 type shard struct {
 	name          string
-	base, journal map[string]string
+	base, pending map[string]string
 }
 
-// records merges a shard's base and journal as the issuer does.
+// records merges a shard's base and pending entries as the issuer does.
 func (s shard) records() map[string]string {
-	out := make(map[string]string, len(s.base)+len(s.journal))
+	out := make(map[string]string, len(s.base)+len(s.pending))
 	for k, v := range s.base {
 		out[k] = v
 	}
-	for k, v := range s.journal {
+	for k, v := range s.pending {
 		out[k] = revocation.Newer(k, out[k], v)
 	}
 	return out
@@ -100,31 +101,14 @@ func (s shard) records() map[string]string {
 
 // listShards returns a policy's shards in index order.
 func listShards(ctx context.Context, c client.Client, ns, policy string) ([]shard, error) {
-	var list corev1.ConfigMapList
-	if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelPolicy: policy, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
-		return nil, fmt.Errorf("list shards of %s: %w", policy, err)
+	objs, err := configmap.ListObjects(ctx, c, types.NamespacedName{Namespace: ns, Name: policy})
+	if err != nil {
+		return nil, err
 	}
-	byName := map[string]*shard{}
-	for _, cm := range list.Items {
-		name, isJournal := strings.CutSuffix(cm.Name, revocation.JournalSuffix)
-		sh := byName[name]
-		if sh == nil {
-			sh = &shard{name: name}
-			byName[name] = sh
-		}
-		if isJournal {
-			sh.journal = cm.Data
-		} else {
-			sh.base = cm.Data
-		}
+	pending := objs.Pending()
+	out := make([]shard, 0, len(objs.Bases))
+	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
+		out = append(out, shard{name: objs.Bases[i].Name, base: objs.Bases[i].Data, pending: pending[i]})
 	}
-	out := make([]shard, 0, len(byName))
-	for _, sh := range byName {
-		out = append(out, *sh)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i].name, out[j].name
-		return len(a) < len(b) || (len(a) == len(b) && a < b)
-	})
 	return out, nil
 }

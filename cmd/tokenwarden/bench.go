@@ -28,6 +28,7 @@ func benchFlags(fs *flag.FlagSet) runner {
 	fs.StringVar(&c.CRDDir, "crd-dir", "config/crd/bases", "folder of the CRDs")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long each scenario runs")
 	fs.BoolVar(&c.Full, "full", false, "run the whole matrix (every kind x algorithm x concurrency x session count) instead of the default selection")
+	fs.StringVar(&c.Only, "only", "", `run only the scenarios whose description contains this, such as "refresh EdDSA c64 10k"`)
 	fs.StringVar(&c.Profile, "profile", "", "folder to write a CPU profile of the issuer under the EdDSA refresh scenario (c64, 10k sessions)")
 	fs.StringVar(&c.WorkDir, "work-dir", filepath.Join(os.TempDir(), "tokenwarden-bench"), "folder for the processes' logs and the kubeconfig")
 	fs.StringVar(&c.ServeBound, "serve-bound", "", "internal: serve the bound refresh handler for this algorithm")

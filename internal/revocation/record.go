@@ -114,6 +114,13 @@ func ShardOfSession(sid string) (int, bool) {
 	return n, true
 }
 
+// SessionShard is the shard whose base holds session sid's record: the one in its id, or 0 for an id
+// NewSessionID did not make.
+func SessionShard(sid string) int {
+	shard, _ := ShardOfSession(sid)
+	return shard
+}
+
 // ShardName is the name of shard i of a policy's revocation ConfigMaps.
 func ShardName(policy string, i int) string { return policy + "-revocations-" + strconv.Itoa(i) }
 
@@ -222,22 +229,77 @@ func ShardKeyOf(key, value string) (id string, ok bool) {
 	return "", false
 }
 
-// JournalName is the name of shard i's journal: the small object every decision is written to, folded
-// into the shard (its base) once it grows past a few kilobytes.
-func JournalName(policy string, i int) string { return ShardName(policy, i) + JournalSuffix }
+// JournalName is the name of a policy's journal: the one small object every decision of the policy is
+// written to. Past a few tens of kilobytes its entries are sealed into a new segment.
+func JournalName(policy string) string { return policy + "-revocations-journal" }
 
-// JournalSuffix ends the name of a shard's journal.
-const JournalSuffix = "-journal"
+// SegmentName is the name of a policy's sealed segment seq: a copy of the journal's entries at one moment,
+// never written again, until the controller merges it into the shard bases and deletes it.
+func SegmentName(policy string, seq uint64) string {
+	return policy + segmentInfix + strconv.FormatUint(seq, 10)
+}
 
-// FoldKey is the data entry, in a shard's base and its journal, that orders folds: the base holds the
-// number of folds written into it; the journal holds the number of the last fold that removed entries
-// from it, so a reader of the journal knows how new a base it needs to see every record.
+const segmentInfix = "-revocations-seg-"
+
+// Role says which of a policy's revocation objects a ConfigMap is.
+type Role int
+
+// The roles of a policy's revocation objects.
+const (
+	RoleNone    Role = iota // not one of the policy's revocation objects
+	RoleBase                // a shard's base, with its index
+	RoleJournal             // the policy's journal
+	RoleSegment             // a sealed segment, with its number
+)
+
+// RoleOf tells which of policy's revocation objects name is: a base (n is the shard index), the journal,
+// or a segment (n is its number).
+func RoleOf(policy, name string) (role Role, n uint64) {
+	switch rest, ok := strings.CutPrefix(name, policy+"-revocations-"); {
+	case !ok:
+		return RoleNone, 0
+	case rest == "journal":
+		return RoleJournal, 0
+	case strings.HasPrefix(rest, "seg-"):
+		seq, err := strconv.ParseUint(rest[len("seg-"):], 10, 64)
+		if err != nil || SegmentName(policy, seq) != name {
+			return RoleNone, 0
+		}
+		return RoleSegment, seq
+	default:
+		i, err := strconv.Atoi(rest)
+		if err != nil || i < 0 || ShardName(policy, i) != name {
+			return RoleNone, 0
+		}
+		return RoleBase, uint64(i)
+	}
+}
+
+// FoldKey is the data entry that orders seals and merges: a journal holds the number of the last segment
+// sealed out of it, so a reader of the journal knows which segments it must have seen; a base holds the
+// number of the last segment merged into it, so segments up to that number are no longer needed beside it.
 const FoldKey = "fold"
 
 // FoldSeq reads the fold number of a base or a journal's data (0 when none).
 func FoldSeq(data map[string]string) uint64 {
 	n, _ := strconv.ParseUint(data[FoldKey], 10, 64)
 	return n
+}
+
+// ShardOfEntry is the shard an entry of a journal or segment belongs to, among shards: a session's is
+// SessionShard; a subject-wide mark's is the hash of the subject (any shard would do: readers look in all).
+func ShardOfEntry(key, value string, shards int) (int, bool) {
+	switch {
+	case IsSessionKey(key):
+		return SessionShard(strings.TrimPrefix(key, sessionPrefix)), true
+	case IsSubjectKey(key) && shards > 0:
+		s, err := DecodeSubject(value)
+		if err != nil {
+			return 0, false
+		}
+		return ShardOf(s.Subject, shards), true
+	}
+	return 0, false
 }
 
 // Newer is the merge rule between two values of one record key (a base's and a journal's, or a journal
@@ -277,17 +339,22 @@ func Newer(key, a, b string) string {
 	return a
 }
 
-// MergedStats counts a shard's records across its base and its journal, each record once, as merged.
-func MergedStats(base, journal map[string]string) ShardStats {
-	merged := make(map[string]string, len(base)+len(journal))
+// MergedStats counts a shard's records across its base and the entries of the shard that the journal and
+// the sealed segments hold (pending), each record once, as merged; Bytes counts every copy.
+func MergedStats(base map[string]string, pending ...map[string]string) ShardStats {
+	merged := make(map[string]string, len(base))
 	for k, v := range base {
 		merged[k] = v
 	}
-	for k, v := range journal {
-		merged[k] = Newer(k, merged[k], v)
+	bytes := dataBytes(base)
+	for _, p := range pending {
+		for k, v := range p {
+			merged[k] = Newer(k, merged[k], v)
+		}
+		bytes += dataBytes(p)
 	}
 	st := Stats(merged)
-	st.Bytes = dataBytes(base) + dataBytes(journal)
+	st.Bytes = bytes
 	return st
 }
 

@@ -62,10 +62,11 @@ func grants(t *testing.T, o *unstructured.Unstructured) []string {
 }
 
 // issuerGrants is everything the issuer needs, and no more: it reads policies, Secrets (signing keys,
-// users) and ConfigMaps (revocation shards) through informers, writes shards with Update only, reviews
-// ServiceAccount tokens and records events.
+// users) and ConfigMaps (revocation objects) through informers, updates journals, creates sealed segments,
+// reviews ServiceAccount tokens and records events.
 var issuerGrants = []string{
 	"create authentication.k8s.io/tokenreviews",
+	"create configmaps",
 	"create events.k8s.io/events",
 	"get configmaps", "get secrets", "get tokenwarden.io/tokenpolicies",
 	"list configmaps", "list secrets", "list tokenwarden.io/tokenpolicies",
@@ -251,7 +252,7 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 			{"updates a revocation shard", true, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(shard))) }},
 			{"creates a TokenReview", true, func(ctx context.Context) error { return issuer.Create(ctx, tokenReview()) }},
 			{"creates an events.k8s.io Event", true, func(ctx context.Context) error { return issuer.Create(ctx, event()) }},
-			{"creates a ConfigMap", false, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap()) }},
+			{"creates a ConfigMap (a sealed segment)", true, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap()) }},
 			{"patches a revocation shard", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(shard), mergePatch) }},
 			{"deletes a revocation shard", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(shard)) }},
 			{"creates a Secret", false, func(ctx context.Context) error { return issuer.Create(ctx, newSecret()) }},

@@ -14,25 +14,29 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
-// index is what this replica has observed of every policy's shards (bases and journals), kept current by
-// an informer: the records by session id and subject, and the newest copy of each object to start a write
-// from. Updates decode only the entries that changed, so a busy journal costs what changed, and a base
-// (rewritten only by folds) costs nothing between folds.
+// index is what this replica has observed of every policy's revocation objects (bases, journal, sealed
+// segments), kept current by an informer: the records by session id and subject, the bytes each shard has
+// pending outside its base, and the newest copy of each object to start a write from. Updates decode only
+// the entries that changed, so a busy journal costs what changed, a segment is read once, and a base
+// (rewritten only when segments are merged into it) costs nothing in between.
 type index struct {
 	mu       sync.RWMutex
-	shards   map[types.NamespacedName]*corev1.ConfigMap               // by object: bases and journals
+	objects  map[types.NamespacedName]*corev1.ConfigMap               // by object
 	sessions map[types.NamespacedName]map[string]*sessionParts        // by policy, then session id
 	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then object name
+	pending  map[types.NamespacedName]map[int]int                     // by policy, then shard: bytes in the journal and segments
+	holes    map[types.NamespacedName]map[uint64]bool                 // by policy: segment numbers known never to have been written
 }
 
-// sessionParts is a session's record as its shard's base and its journal hold it; the journal's is the
-// newer unless a fold is under way, and Newer decides between them either way.
+// sessionParts is a session's record as its shard's base, the newest sealed segment holding it, and the
+// journal hold it; revocation.Newer decides between them.
 type sessionParts struct {
-	base, journal string
+	base, segment, journal string
+	segmentSeq             uint64
 }
 
 func (p *sessionParts) merged() (revocation.Session, bool) {
-	v := revocation.Newer("s.", p.base, p.journal)
+	v := revocation.Newer("s.", revocation.Newer("s.", p.base, p.segment), p.journal)
 	s, err := revocation.DecodeSession(v)
 	return s, err == nil
 }
@@ -41,9 +45,11 @@ var _ toolscache.ResourceEventHandler = (*index)(nil)
 
 func newIndex() *index {
 	return &index{
-		shards:   map[types.NamespacedName]*corev1.ConfigMap{},
+		objects:  map[types.NamespacedName]*corev1.ConfigMap{},
 		sessions: map[types.NamespacedName]map[string]*sessionParts{},
 		subjects: map[types.NamespacedName]map[string]map[string]time.Time{},
+		pending:  map[types.NamespacedName]map[int]int{},
+		holes:    map[types.NamespacedName]map[uint64]bool{},
 	}
 }
 
@@ -67,12 +73,12 @@ func (x *index) OnDelete(obj any) {
 		x.mu.Lock()
 		defer x.mu.Unlock()
 		key := types.NamespacedName{Namespace: cm.Namespace, Name: cm.Name}
-		if held := x.shards[key]; held != nil {
+		if held := x.objects[key]; held != nil {
 			if policy, ok := policyOf(held); ok {
 				x.diffLocked(policy, cm.Name, held.Data, nil)
 			}
 		}
-		delete(x.shards, key)
+		delete(x.objects, key)
 	}
 }
 
@@ -103,7 +109,7 @@ func (x *index) observe(cm *corev1.ConfigMap) {
 // what keeps a watch event that is older than this replica's own write from rolling the index back.
 func (x *index) storeLocked(cur *corev1.ConfigMap) {
 	key := types.NamespacedName{Namespace: cur.Namespace, Name: cur.Name}
-	held := x.shards[key]
+	held := x.objects[key]
 	if held != nil && !newer(cur.ResourceVersion, held.ResourceVersion) {
 		return
 	}
@@ -115,7 +121,7 @@ func (x *index) storeLocked(cur *corev1.ConfigMap) {
 	if held != nil {
 		oldData = held.Data
 	}
-	x.shards[key] = cur
+	x.objects[key] = cur
 	x.diffLocked(policy, cur.Name, oldData, cur.Data)
 }
 
@@ -130,22 +136,45 @@ func newer(a, b string) bool {
 	return av > bv
 }
 
-// diffLocked indexes the entries that differ between oldData and newData.
-func (x *index) diffLocked(policy types.NamespacedName, shard string, oldData, newData map[string]string) {
+// diffLocked indexes the entries that differ between oldData and newData of object name.
+func (x *index) diffLocked(policy types.NamespacedName, name string, oldData, newData map[string]string) {
+	role, seq := revocation.RoleOf(policy.Name, name)
+	if role == revocation.RoleNone {
+		return
+	}
 	for k, v := range newData {
-		if ov, ok := oldData[k]; ok && ov == v {
+		ov, ok := oldData[k]
+		if ok && ov == v {
 			continue
 		}
-		x.setLocked(policy, shard, k, v)
+		if ok {
+			x.countLocked(policy, role, k, len(v)-len(ov))
+		} else {
+			x.countLocked(policy, role, k, len(k)+len(v))
+		}
+		x.setLocked(policy, role, seq, name, k, v)
 	}
 	for k, v := range oldData {
 		if _, ok := newData[k]; !ok {
-			x.unsetLocked(policy, shard, k, v)
+			x.countLocked(policy, role, k, -len(k)-len(v))
+			x.unsetLocked(policy, role, seq, name, k, v)
 		}
 	}
 }
 
-func (x *index) setLocked(policy types.NamespacedName, shard, key, value string) {
+// countLocked adds delta to the bytes a session's shard has pending outside its base.
+func (x *index) countLocked(policy types.NamespacedName, role revocation.Role, key string, delta int) {
+	if role == revocation.RoleBase || !revocation.IsSessionKey(key) {
+		return
+	}
+	shard := revocation.SessionShard(strings.TrimPrefix(key, "s."))
+	if x.pending[policy] == nil {
+		x.pending[policy] = map[int]int{}
+	}
+	x.pending[policy][shard] += delta
+}
+
+func (x *index) setLocked(policy types.NamespacedName, role revocation.Role, seq uint64, name, key, value string) {
 	switch {
 	case revocation.IsSessionKey(key):
 		if x.sessions[policy] == nil {
@@ -157,9 +186,16 @@ func (x *index) setLocked(policy types.NamespacedName, shard, key, value string)
 			p = &sessionParts{}
 			x.sessions[policy][sid] = p
 		}
-		if strings.HasSuffix(shard, revocation.JournalSuffix) {
+		switch role {
+		case revocation.RoleJournal:
 			p.journal = value
-		} else {
+		case revocation.RoleSegment:
+			// Only the newest sealed value matters; an older segment's copy of it is superseded, and the
+			// segment holding the newest is deleted only once every base has it.
+			if p.segment == "" || revocation.Newer(key, p.segment, value) != p.segment {
+				p.segment, p.segmentSeq = value, seq
+			}
+		default:
 			p.base = value
 		}
 	case revocation.IsSubjectKey(key):
@@ -173,11 +209,11 @@ func (x *index) setLocked(policy types.NamespacedName, shard, key, value string)
 		if x.subjects[policy][s.Subject] == nil {
 			x.subjects[policy][s.Subject] = map[string]time.Time{}
 		}
-		x.subjects[policy][s.Subject][shard] = s.RevokedBefore
+		x.subjects[policy][s.Subject][name] = s.RevokedBefore
 	}
 }
 
-func (x *index) unsetLocked(policy types.NamespacedName, shard, key, value string) {
+func (x *index) unsetLocked(policy types.NamespacedName, role revocation.Role, seq uint64, name, key, value string) {
 	switch {
 	case revocation.IsSessionKey(key):
 		sid := strings.TrimPrefix(key, "s.")
@@ -185,17 +221,22 @@ func (x *index) unsetLocked(policy types.NamespacedName, shard, key, value strin
 		if p == nil {
 			return
 		}
-		if strings.HasSuffix(shard, revocation.JournalSuffix) {
+		switch role {
+		case revocation.RoleJournal:
 			p.journal = ""
-		} else {
+		case revocation.RoleSegment:
+			if p.segmentSeq == seq {
+				p.segment, p.segmentSeq = "", 0
+			}
+		default:
 			p.base = ""
 		}
-		if p.base == "" && p.journal == "" {
+		if p.base == "" && p.journal == "" && p.segment == "" {
 			delete(x.sessions[policy], sid)
 		}
 	case revocation.IsSubjectKey(key):
 		if s, err := revocation.DecodeSubject(value); err == nil {
-			delete(x.subjects[policy][s.Subject], shard)
+			delete(x.subjects[policy][s.Subject], name)
 			if len(x.subjects[policy][s.Subject]) == 0 {
 				delete(x.subjects[policy], s.Subject)
 			}
@@ -207,7 +248,41 @@ func (x *index) unsetLocked(policy types.NamespacedName, shard, key, value strin
 func (x *index) object(key types.NamespacedName) *corev1.ConfigMap {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.shards[key]
+	return x.objects[key]
+}
+
+// segmentValue is the newest value of a session's record among the sealed segments observed.
+func (x *index) segmentValue(policy types.NamespacedName, sid string) string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if p, ok := x.sessions[policy][sid]; ok {
+		return p.segment
+	}
+	return ""
+}
+
+// pendingBytes is what shard has outside its base, in the journal and segments observed.
+func (x *index) pendingBytes(policy types.NamespacedName, shard int) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.pending[policy][shard]
+}
+
+// sealed reports whether segment seq of policy has been observed, or is known never to have been written.
+func (x *index) sealed(policy types.NamespacedName, seq uint64) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.objects[types.NamespacedName{Namespace: policy.Namespace, Name: revocation.SegmentName(policy.Name, seq)}] != nil || x.holes[policy][seq]
+}
+
+// hole records that segment seq of policy was never written (see Store.resolve).
+func (x *index) hole(policy types.NamespacedName, seq uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.holes[policy] == nil {
+		x.holes[policy] = map[uint64]bool{}
+	}
+	x.holes[policy][seq] = true
 }
 
 func (x *index) session(policy types.NamespacedName, sid string) *revocation.Session {

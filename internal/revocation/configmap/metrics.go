@@ -1,13 +1,10 @@
 package configmap
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
 // Metrics counts what the store sends to the API server.
@@ -17,7 +14,7 @@ type Metrics struct {
 	Failures     prometheus.Counter
 	BytesWritten prometheus.Counter
 	Operations   prometheus.Counter
-	Folds        prometheus.Counter
+	Seals        prometheus.Counter
 	BatchSize    prometheus.Histogram
 	WriteLatency prometheus.Histogram
 }
@@ -32,9 +29,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_commit_failures_total",
 			Help: "Batches that could not be committed; their operations failed closed."}),
 		BytesWritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_bytes_written_total",
-			Help: "Bytes of shard data sent in Updates (keys and values; the whole shard is sent each time)."}),
-		Folds: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_folds_total",
-			Help: "Journals folded into their shard's base."}),
+			Help: "Bytes of journal and segment data sent in writes (keys and values; a write sends the whole object)."}),
+		Seals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_seals_total",
+			Help: "Journals sealed into a new segment."}),
 		Operations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_operations_total",
 			Help: "Operations (refresh, revoke) committed or decided without a write."}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_batch_size",
@@ -42,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		WriteLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_commit_seconds",
 			Help: "Time to commit one batch, conflicts included.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
-	reg.MustRegister(m.Writes, m.Conflicts, m.Failures, m.BytesWritten, m.Operations, m.Folds, m.BatchSize, m.WriteLatency)
+	reg.MustRegister(m.Writes, m.Conflicts, m.Failures, m.BytesWritten, m.Operations, m.Seals, m.BatchSize, m.WriteLatency)
 	return m
 }
 
@@ -58,6 +55,9 @@ func (m *Metrics) commit(ops, writes int, written *corev1.ConfigMap, took time.D
 
 // updates counts the Updates of one compare-and-swap: the last one wrote written, the others conflicted.
 func (m *Metrics) updates(writes int, written *corev1.ConfigMap, err error) {
+	if m == nil {
+		return
+	}
 	m.Writes.Add(float64(writes))
 	m.Conflicts.Add(float64(max(writes-1, 0)))
 	switch {
@@ -68,13 +68,16 @@ func (m *Metrics) updates(writes int, written *corev1.ConfigMap, err error) {
 	}
 }
 
-// fold counts one of a fold's two writes (the base's, then the journal's).
-func (m *Metrics) fold(writes int, written *corev1.ConfigMap, err error) {
+// seal counts the Create of one segment.
+func (m *Metrics) seal(segment *corev1.ConfigMap, err error) {
 	if m == nil {
 		return
 	}
-	m.updates(writes, written, err)
-	if err == nil && writes > 0 && !strings.HasSuffix(written.Name, revocation.JournalSuffix) {
-		m.Folds.Inc()
+	m.Writes.Inc()
+	if err != nil {
+		m.Failures.Inc()
+		return
 	}
+	m.Seals.Inc()
+	m.BytesWritten.Add(float64(dataSize(segment.Data)))
 }

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
@@ -24,10 +27,10 @@ const DefaultBudget = 512 << 10
 // DefaultWriteTimeout bounds one batch's compare-and-swap, conflicts included.
 const DefaultWriteTimeout = 10 * time.Second
 
-// DefaultJournalLimit is the journal size that triggers a fold. Every decision rewrites the journal and
-// every fold rewrites the base, so the bytes sent per operation are about journal/2/batch + base/(limit/
-// record): 16 KiB balances the two for bases of a few hundred kilobytes.
-const DefaultJournalLimit = 16 << 10
+// DefaultJournalLimit is the journal size past which its entries are sealed into a new segment. Every
+// commit rewrites the journal, so a batch of b operations sends about limit/2/b bytes per operation, and a
+// seal sends each entry once more; 32 KiB is a few hundred records.
+const DefaultJournalLimit = 32 << 10
 
 // Options configure a Store.
 type Options struct {
@@ -35,23 +38,29 @@ type Options struct {
 	Budget int
 	// WriteTimeout bounds one batch commit; 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
-	// Linger is how long a shard's writer waits, under load, before it takes the next batch; 0 means no
+	// Linger is how long a policy's writer waits, under load, before it takes the next batch; 0 means no
 	// wait.
 	Linger time.Duration
-	// JournalLimit is the size past which a shard's journal is folded into its base; 0 means
+	// JournalLimit is the size past which a policy's journal is sealed into a segment; 0 means
 	// DefaultJournalLimit.
 	JournalLimit int
 	// Metrics receives what the store does; nil records nothing.
 	Metrics *Metrics
 }
 
-// Store keeps revocation state in shard ConfigMaps. Each shard is two objects: a base, which holds most
-// records and is rewritten only when a journal is folded into it, and a small journal, which takes every
-// decision. Reads come from an index fed by an informer over both (register the Store as the informer's
-// event handler); writes are compare-and-swap Updates of the journal, batched per shard: operations that
-// arrive while a shard's write is in flight are committed together in the next one, and on a conflict
-// every pending operation is decided again on the fresh journal. So the bytes written per operation
-// depend on the journal's size, not on how many sessions the shard holds.
+// Store keeps a policy's revocation state in ConfigMaps of three kinds:
+//   - the journal (revocation.JournalName), one per policy, takes every decision: compare-and-swap Updates,
+//     batched, so that the operations that arrive while a write is in flight are committed together in the
+//     next one, and on a conflict every pending operation is decided again on the fresh journal;
+//   - sealed segments (revocation.SegmentName): past JournalLimit, the writer copies the journal's entries
+//     into a new segment, which is never written again, and removes them from the journal;
+//   - bases (revocation.ShardName), one per shard: the controller merges sealed segments into them
+//     (Compact) and deletes the segments.
+//
+// So every write is small and independent of how many sessions exist: a commit rewrites the journal, a
+// seal writes each entry once more, and only the controller's merges rewrite bases, once per many
+// segments. Reads come from an index fed by an informer over all three kinds (register the Store as the
+// informer's event handler).
 type Store struct {
 	client  client.Client
 	reader  client.Reader
@@ -59,7 +68,7 @@ type Store struct {
 	opts    Options
 	mu      sync.Mutex
 	writers map[types.NamespacedName]*writer
-	sizes   map[types.NamespacedName]sized // data sizes of observed shard objects, for HasRoom
+	sizes   map[types.NamespacedName]sized // data sizes of observed bases, for HasRoom
 }
 
 // sized is the data size of one version of a shard object.
@@ -85,46 +94,52 @@ func New(c client.Client, reader client.Reader, opts Options) *Store {
 		sizes: map[types.NamespacedName]sized{}}
 }
 
-// EventHandler is what the shard informer reports to.
+// EventHandler is what the revocation objects' informer reports to.
 func (s *Store) EventHandler() toolscache.ResourceEventHandler { return s.index }
 
 // op is one operation on one entry of one shard. decide is called once per compare-and-swap attempt with
-// the entry's current value (ok false when absent) and the shard's data (read-only); it returns the new
+// the entry's current value (ok false when absent) and the journal's data (read-only); it returns the new
 // value to store, whether to store it, and the operation's outcome, which stands only once the write (if
 // any) has succeeded.
 type op struct {
 	key    string
-	decide func(cur string, ok bool, data map[string]string) (next string, write bool, outcome error)
+	shard  int
+	decide func(cur string, ok bool, journal map[string]string) (next string, write bool, outcome error)
 	err    error
 	done   chan struct{}
 }
 
-// writer serialises and batches the writes of one shard.
+// writer serialises and batches the writes of one policy's journal.
 type writer struct {
 	store   *Store
-	shard   types.NamespacedName
+	policy  types.NamespacedName
+	journal types.NamespacedName
 	mu      sync.Mutex
 	pending []*op
 	busy    bool
 }
 
-func (s *Store) writer(shard types.NamespacedName) *writer {
+func (s *Store) writer(policy types.NamespacedName) *writer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := s.writers[shard]
+	w := s.writers[policy]
 	if w == nil {
-		w = &writer{store: s, shard: shard}
-		s.writers[shard] = w
+		w = &writer{store: s, policy: policy, journal: types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}}
+		s.writers[policy] = w
 	}
 	return w
 }
 
-// do queues o on its shard and waits for its outcome. If ctx ends first, the write may still happen; the
-// caller answers nothing it cannot stand behind.
+// do queues o on its policy's journal and waits for its outcome. If ctx ends first, the write may still
+// happen; the caller answers nothing it cannot stand behind.
 func (s *Store) do(ctx context.Context, place revocation.Place, o *op) error {
-	shard := types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)}
+	if sid, ok := strings.CutPrefix(o.key, "s."); ok && revocation.SessionShard(sid) != place.Shard {
+		// Entries in the journal and segments are merged into the base their key names.
+		return fmt.Errorf("session %s is placed in shard %d, not %d", sid, revocation.SessionShard(sid), place.Shard)
+	}
+	o.shard = place.Shard
 	o.done = make(chan struct{})
-	s.writer(shard).submit(o)
+	s.writer(place.Policy).submit(o)
 	select {
 	case <-o.done:
 		return o.err
@@ -167,89 +182,208 @@ func (w *writer) run() {
 	}
 }
 
-// errStaleBase says that the journal names a fold newer than the base this replica holds: records it
-// removed are in a base the informer has not delivered yet.
-var errStaleBase = errors.New("the shard's base is older than its journal requires")
+// errStale says that this replica has not observed everything a decision needs: a base, or a segment that
+// the journal says was sealed and the base does not hold yet.
+var errStale = errors.New("the policy's revocation objects observed are older than its journal requires")
 
-// commit decides and writes a batch to the shard's journal, against the journal as the API server holds
-// it (compare-and-swap) and a base at least as new as the journal requires; then folds the journal into
-// the base when it has grown past the limit.
+// missing is what a batch found errStale about.
+type missing struct {
+	bases    map[int]bool
+	segments map[uint64]bool
+}
+
+// commit decides and writes a batch to the policy's journal, against the journal as the API server holds
+// it (compare-and-swap), each base as new as the journal requires and every segment sealed since; then
+// seals the journal when it has grown past the limit.
 func (w *writer) commit(batch []*op) {
 	s := w.store
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
 	defer cancel()
 	began := time.Now()
-	journalKey := types.NamespacedName{Namespace: w.shard.Namespace, Name: w.shard.Name + revocation.JournalSuffix}
+	ops := len(batch)
 	var written *corev1.ConfigMap
 	var writes int
 	var err error
 	for attempt := 0; ; attempt++ {
-		base := s.index.object(w.shard)
-		written, writes, err = UpdateShard(ctx, s.client, s.reader, journalKey, s.index.object(journalKey), w.decideAll(batch, base))
-		if !errors.Is(err, errStaleBase) || attempt == 3 {
+		var need missing
+		var n int
+		written, n, err = UpdateShard(ctx, s.client, s.reader, w.journal, s.index.object(w.journal), w.decideAll(batch, &need))
+		writes += n
+		if !errors.Is(err, errStale) || attempt == 4 {
 			break
 		}
-		fresh := &corev1.ConfigMap{}
-		if err = s.reader.Get(ctx, w.shard, fresh); err != nil {
+		if batch, err = w.resolve(ctx, batch, need); err != nil || len(batch) == 0 {
 			break
 		}
-		s.index.observe(fresh)
 	}
-	s.opts.Metrics.commit(len(batch), writes, written, time.Since(began), err)
+	s.opts.Metrics.commit(ops, writes, written, time.Since(began), err)
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			err = fmt.Errorf("shard %s does not exist yet: %w", w.shard.Name, err)
+			err = fmt.Errorf("the journal of policy %s does not exist yet: %w", w.policy.Name, err)
 		}
 		for _, o := range batch {
 			o.err = fmt.Errorf("%w: %w", revocation.ErrUnavailable, err)
 		}
-	} else if writes > 0 {
+	} else if written != nil && writes > 0 {
 		s.index.observe(written)
 	}
 	for _, o := range batch {
 		close(o.done)
 	}
-	if err == nil && dataSize(written.Data) > s.opts.JournalLimit {
-		w.fold(ctx, journalKey, written)
+	if err == nil && written != nil && writes > 0 && dataSize(written.Data) > s.opts.JournalLimit {
+		w.seal(ctx, written)
 	}
 }
 
-// decideAll is the mutation of a batch: each operation decides on its record as the base and the journal
-// hold it together, and what it decides goes into the journal.
-func (w *writer) decideAll(batch []*op, base *corev1.ConfigMap) Mutation {
+// decideAll is the mutation of a batch: each operation decides on its record as its shard's base, the
+// sealed segments and the journal hold it together, and what it decides goes into the journal.
+func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 	s := w.store
 	return func(journal map[string]string) (bool, error) {
-		if base == nil || revocation.FoldSeq(base.Data) < revocation.FoldSeq(journal) {
-			return false, errStaleBase
+		sealed := revocation.FoldSeq(journal)
+		if *need = w.missing(batch, sealed); need.bases != nil {
+			return false, errStale
 		}
-		size := dataSize(base.Data) + dataSize(journal)
+		bases := map[int]*corev1.ConfigMap{}
+		sizes := map[int]int{}
+		for _, o := range batch {
+			if _, seen := bases[o.shard]; !seen {
+				base := s.index.object(types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, o.shard)})
+				bases[o.shard], sizes[o.shard] = base, s.size(base)+s.index.pendingBytes(w.policy, o.shard)
+			}
+		}
 		changed := false
 		for _, o := range batch {
-			cur := revocation.Newer(o.key, base.Data[o.key], journal[o.key])
+			cur := bases[o.shard].Data[o.key]
+			if sid, ok := strings.CutPrefix(o.key, "s."); ok {
+				cur = revocation.Newer(o.key, cur, s.index.segmentValue(w.policy, sid))
+			}
+			cur = revocation.Newer(o.key, cur, journal[o.key])
 			next, write, outcome := o.decide(cur, cur != "", journal)
 			o.err = outcome
 			if !write || next == cur {
 				continue
 			}
-			grown := size - len(journal[o.key]) + len(next)
-			if _, inJournal := journal[o.key]; !inJournal {
-				grown += len(o.key)
+			if cur == "" {
+				grown := sizes[o.shard] + len(o.key) + len(next)
+				if grown > s.opts.Budget {
+					o.err = fmt.Errorf("%w: shard %s holds %d of %d bytes", revocation.ErrShardFull,
+						revocation.ShardName(w.policy.Name, o.shard), sizes[o.shard], s.opts.Budget)
+					continue
+				}
+				sizes[o.shard] = grown
 			}
-			if cur == "" && grown > s.opts.Budget {
-				o.err = fmt.Errorf("%w: %s holds %d of %d bytes", revocation.ErrShardFull, w.shard.Name, size, s.opts.Budget)
-				continue
-			}
-			journal[o.key], size, changed = next, grown, true
+			journal[o.key], changed = next, true
 		}
 		return changed, nil
 	}
 }
 
-// fold moves a journal's records into the shard's base: first the base takes them (merged by
-// revocation.Newer, its fold number raised), then the journal drops the entries that have not changed
-// since and records that fold number, so that a reader of the journal knows which base it needs. Both
-// writes are compare-and-swap; a failed fold leaves the journal as it was, and the next commit tries again.
-func (w *writer) fold(ctx context.Context, journalKey types.NamespacedName, journal *corev1.ConfigMap) {
+func (m *missing) add(shard int, seq uint64) {
+	if m.bases == nil {
+		m.bases, m.segments = map[int]bool{}, map[uint64]bool{}
+	}
+	m.bases[shard] = true
+	if seq > 0 {
+		m.segments[seq] = true
+	}
+}
+
+// resolve reads afresh what a batch found missing, and the journal: first the segments, then the bases,
+// then the journal, again while the fresh journal names segments not yet seen (under load, others seal
+// while this replica reads). A segment that is gone was merged into every base before it was deleted, so
+// a base read after it holds its entries; a segment that does not exist while a base read after it has
+// not merged that far was never written (its writer failed before the journal named it), and nothing can
+// be written to it that the journal does not still hold. Operations on a shard without a base fail; the
+// others are returned to be decided again.
+func (w *writer) resolve(ctx context.Context, batch []*op, need missing) ([]*op, error) {
+	s := w.store
+	for round := 0; need.bases != nil && round < 4; round++ {
+		var gone []uint64
+		for seq := range need.segments {
+			cm := &corev1.ConfigMap{}
+			err := s.reader.Get(ctx, types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.SegmentName(w.policy.Name, seq)}, cm)
+			switch {
+			case err == nil:
+				s.index.observe(cm)
+			case apierrors.IsNotFound(err):
+				gone = append(gone, seq)
+			default:
+				return batch, fmt.Errorf("read segment %d: %w", seq, err)
+			}
+		}
+		absent := map[int]bool{}
+		for shard := range need.bases {
+			cm := &corev1.ConfigMap{}
+			err := s.reader.Get(ctx, types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, shard)}, cm)
+			switch {
+			case err == nil:
+				s.index.observe(cm)
+				for _, seq := range gone {
+					if revocation.FoldSeq(cm.Data) < seq {
+						s.index.hole(w.policy, seq)
+					}
+				}
+			case apierrors.IsNotFound(err):
+				absent[shard] = true
+			default:
+				return batch, fmt.Errorf("read shard %d: %w", shard, err)
+			}
+		}
+		if len(absent) > 0 {
+			kept := batch[:0:0]
+			for _, o := range batch {
+				if absent[o.shard] {
+					o.err = fmt.Errorf("%w: shard %s does not exist yet", revocation.ErrUnavailable, revocation.ShardName(w.policy.Name, o.shard))
+					close(o.done)
+					continue
+				}
+				kept = append(kept, o)
+			}
+			batch = kept
+		}
+		journal := &corev1.ConfigMap{}
+		if err := s.reader.Get(ctx, w.journal, journal); err != nil {
+			return batch, fmt.Errorf("read the journal: %w", err)
+		}
+		s.index.observe(journal)
+		need = w.missing(batch, revocation.FoldSeq(journal.Data))
+	}
+	return batch, nil
+}
+
+// missing is what this replica has not observed of what deciding batch against a journal that names
+// segments up to sealed needs.
+func (w *writer) missing(batch []*op, sealed uint64) missing {
+	s := w.store
+	var need missing
+	seen := map[int]bool{}
+	for _, o := range batch {
+		if seen[o.shard] {
+			continue
+		}
+		seen[o.shard] = true
+		base := s.index.object(types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, o.shard)})
+		if base == nil {
+			need.add(o.shard, 0)
+			continue
+		}
+		for seq := revocation.FoldSeq(base.Data) + 1; seq <= sealed; seq++ {
+			if !s.index.sealed(w.policy, seq) {
+				need.add(o.shard, seq)
+			}
+		}
+	}
+	return need
+}
+
+// seal copies the journal's entries into a new segment, numbered after the last one the journal names
+// (or the first free number after it), then removes those entries from the journal and names the
+// segment there. The journal is not trimmed if a merge has moved its number past the segment's meanwhile:
+// the segment might then be behind the bases' fold numbers, where no reader looks for it, so the entries
+// stay in the journal (the segment is merged later all the same, harmlessly). A failed seal leaves the
+// journal as it was, and the next commit tries again.
+func (w *writer) seal(ctx context.Context, journal *corev1.ConfigMap) {
 	s := w.store
 	snapshot := make(map[string]string, len(journal.Data))
 	for k, v := range journal.Data {
@@ -257,33 +391,40 @@ func (w *writer) fold(ctx context.Context, journalKey types.NamespacedName, jour
 			snapshot[k] = v
 		}
 	}
-	var seq uint64
-	base, baseWrites, err := UpdateShard(ctx, s.client, s.reader, w.shard, nil, func(data map[string]string) (bool, error) {
-		for k, v := range snapshot {
-			data[k] = revocation.Newer(k, data[k], v)
+	seq := revocation.FoldSeq(journal.Data) + 1
+	var segment *corev1.ConfigMap
+	for tries := 0; ; tries++ {
+		segment = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: journal.Namespace, Name: revocation.SegmentName(w.policy.Name, seq),
+				Labels: journal.Labels, OwnerReferences: journal.OwnerReferences},
+			Data:      snapshot,
+			Immutable: ptr.To(true),
 		}
-		seq = revocation.FoldSeq(data) + 1
-		data[revocation.FoldKey] = strconv.FormatUint(seq, 10)
-		return true, nil
-	})
-	s.opts.Metrics.fold(baseWrites, base, err)
-	if err != nil {
-		return
+		err := s.client.Create(ctx, segment)
+		s.opts.Metrics.seal(segment, err)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsAlreadyExists(err) || tries == 8 {
+			return
+		}
+		seq++
 	}
-	s.index.observe(base)
-	trimmed, journalWrites, err := UpdateShard(ctx, s.client, s.reader, journalKey, journal, func(data map[string]string) (bool, error) {
+	s.index.observe(segment)
+	trimmed, writes, err := UpdateShard(ctx, s.client, s.reader, w.journal, journal, func(data map[string]string) (bool, error) {
+		if revocation.FoldSeq(data) >= seq {
+			return false, nil
+		}
 		for k, v := range snapshot {
 			if data[k] == v {
 				delete(data, k)
 			}
 		}
-		if revocation.FoldSeq(data) < seq {
-			data[revocation.FoldKey] = strconv.FormatUint(seq, 10)
-		}
+		data[revocation.FoldKey] = strconv.FormatUint(seq, 10)
 		return true, nil
 	})
-	s.opts.Metrics.fold(journalWrites, trimmed, err)
-	if err == nil {
+	s.opts.Metrics.updates(writes, trimmed, err)
+	if err == nil && writes > 0 {
 		s.index.observe(trimmed)
 	}
 }
@@ -404,17 +545,16 @@ func (s *Store) ShardObject(key types.NamespacedName) *corev1.ConfigMap { return
 // before, whose first record comes with their first refresh.
 const PlacementFill = 0.9
 
-// HasRoom reports whether this replica has observed the shard of place, base and journal, and found it
-// filled below PlacementFill of the budget: a shard to place new sessions in. It never blocks on the
-// network.
+// HasRoom reports whether this replica has observed the shard of place and its policy's journal, and found
+// the shard (its base and its entries in the journal and segments) filled below PlacementFill of the
+// budget: a shard to place new sessions in. It never blocks on the network.
 func (s *Store) HasRoom(place revocation.Place) bool {
-	key := types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)}
-	base := s.index.object(key)
-	journal := s.index.object(types.NamespacedName{Namespace: key.Namespace, Name: key.Name + revocation.JournalSuffix})
+	base := s.index.object(types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)})
+	journal := s.index.object(types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.JournalName(place.Policy.Name)})
 	if base == nil || journal == nil {
 		return false
 	}
-	return float64(s.size(base)+s.size(journal)) < PlacementFill*float64(s.opts.Budget)
+	return float64(s.size(base)+s.index.pendingBytes(place.Policy, place.Shard)) < PlacementFill*float64(s.opts.Budget)
 }
 
 // size is the data size of cm, computed once per resourceVersion.

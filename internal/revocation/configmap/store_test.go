@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,13 +37,15 @@ func createShards(t testing.TB, shards int) types.NamespacedName {
 	t.Helper()
 	ns := env.Namespace(t)
 	policy := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))}
+	names := []string{revocation.JournalName(policy.Name)}
 	for i := range shards {
-		for _, name := range []string{revocation.ShardName(policy.Name, i), revocation.JournalName(policy.Name, i)} {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
-				Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
-			if err := env.Client.Create(context.Background(), cm); err != nil {
-				t.Fatal(err)
-			}
+		names = append(names, revocation.ShardName(policy.Name, i))
+	}
+	for _, name := range names {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+		if err := env.Client.Create(context.Background(), cm); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return policy
@@ -52,6 +55,13 @@ func createShards(t testing.TB, shards int) types.NamespacedName {
 func replica(t *testing.T, opts configmap.Options) *configmap.Store { return replicaB(t, opts) }
 
 func replicaB(t testing.TB, opts configmap.Options) *configmap.Store {
+	return replicaLagging(t, opts, 0)
+}
+
+// replicaLagging is a replica whose informer delivers every event lag late (in order), as a replica on a
+// slow watch does: it then decides on fresh journals with an index that has not seen the newest segments
+// and bases yet.
+func replicaLagging(t testing.TB, opts configmap.Options, lag time.Duration) *configmap.Store {
 	t.Helper()
 	c, err := cache.New(env.Config, cache.Options{Scheme: env.Scheme, ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}: {Label: labelsComponent()}}})
@@ -64,16 +74,54 @@ func replicaB(t testing.TB, opts configmap.Options) *configmap.Store {
 		t.Fatal(err)
 	}
 	s := configmap.New(env.Client, env.Client, opts)
-	if _, err := inf.AddEventHandler(s.EventHandler()); err != nil {
+	handler := s.EventHandler()
+	var delayed chan lateEvent
+	if lag > 0 {
+		delayed = make(chan lateEvent, 1<<16)
+		handler = lagging{delayed}
+		go func() {
+			for e := range delayed {
+				time.Sleep(time.Until(e.at.Add(lag))) // the lag being simulated, not a wait for state
+				e.apply(s.EventHandler())
+			}
+		}()
+	}
+	if _, err := inf.AddEventHandler(handler); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { _ = c.Start(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if delayed != nil {
+			close(delayed)
+		}
+	})
 	if !c.WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
 	return s
+}
+
+// lagging queues informer events for late delivery.
+type lagging struct{ ch chan<- lateEvent }
+
+type lateEvent struct {
+	at    time.Time
+	apply func(toolscache.ResourceEventHandler)
+}
+
+func (l lagging) OnAdd(obj any, initial bool) {
+	l.ch <- lateEvent{time.Now(), func(h toolscache.ResourceEventHandler) { h.OnAdd(obj, initial) }}
+}
+
+func (l lagging) OnUpdate(old, cur any) {
+	l.ch <- lateEvent{time.Now(), func(h toolscache.ResourceEventHandler) { h.OnUpdate(old, cur) }}
+}
+
+func (l lagging) OnDelete(obj any) {
+	l.ch <- lateEvent{time.Now(), func(h toolscache.ResourceEventHandler) { h.OnDelete(obj) }}
 }
 
 func TestConfigMapStoreConforms(t *testing.T) {
@@ -104,7 +152,7 @@ func TestRecordsAreReadableInTheShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name, 0)}, cm); err != nil {
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}, cm); err != nil {
 		t.Fatal(err)
 	}
 	got := cm.Data["s.sid-readable"]
@@ -173,7 +221,7 @@ func TestAFullShardRefusesNewRecordsButUpdatesExistingOnes(t *testing.T) {
 func TestAMissingShardFailsClosed(t *testing.T) {
 	policy := createShards(t, 1)
 	s := replica(t, configmap.Options{})
-	req := refresh(policy, "sid", 0)
+	req := refresh(policy, revocation.NewSessionID(7), 0)
 	req.Shard = 7 // never created
 	if _, err := s.Refresh(context.Background(), req); !errors.Is(err, revocation.ErrUnavailable) {
 		t.Fatalf("refresh into a missing shard: got %v; want ErrUnavailable", err)
@@ -184,9 +232,10 @@ func labelsComponent() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations})
 }
 
-// TestConfigMapStoreConformsWhileFolding runs the suite with a journal so small that nearly every commit
-// folds it into the base, so that replicas decide while records move under them.
-func TestConfigMapStoreConformsWhileFolding(t *testing.T) {
+// TestConfigMapStoreConformsWhileSealingAndMerging runs the suite with a journal so small that nearly
+// every commit seals it into a segment, while segments are merged into the bases and deleted as fast as
+// they come, so that replicas decide while records move under them.
+func TestConfigMapStoreConformsWhileSealingAndMerging(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
 		Replicas: func(t *testing.T, n, shards int) (types.NamespacedName, []revocation.Store) {
 			policy := createShards(t, shards)
@@ -194,54 +243,143 @@ func TestConfigMapStoreConformsWhileFolding(t *testing.T) {
 			for i := range out {
 				out[i] = replica(t, configmap.Options{JournalLimit: 1})
 			}
+			compactContinuously(t, policy)
 			return policy, out
 		},
 		Propagation: 30 * time.Second,
 	})
 }
 
-func TestFoldsKeepTheJournalSmallAndLoseNothing(t *testing.T) {
-	policy := createShards(t, 1)
+// compactContinuously merges policy's segments into its bases, again and again, until the test ends.
+func compactContinuously(t *testing.T, policy types.NamespacedName) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	merged := 0
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			res, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("compact: %v", err)
+				return
+			}
+			merged += res.Segments
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		t.Logf("%d segments merged and deleted during the test", merged)
+	})
+}
+
+func TestSealsKeepTheJournalSmallAndMergesLoseNothing(t *testing.T) {
+	policy := createShards(t, 2)
 	reg := prometheus.NewRegistry()
 	metrics := configmap.NewMetrics(reg)
 	a := replica(t, configmap.Options{JournalLimit: 2048, Metrics: metrics})
 	b := replica(t, configmap.Options{JournalLimit: 2048})
 	ctx := context.Background()
 	const n = 60
+	sids := make([]string, n)
+	place := func(req revocation.RefreshRequest, i int) revocation.RefreshRequest {
+		req.Shard = i % 2
+		return req
+	}
 	for i := range n {
+		sids[i] = revocation.NewSessionID(i % 2)
 		s := []*configmap.Store{a, b}[i%2]
-		if _, err := s.Refresh(ctx, refresh(policy, fmt.Sprintf("fold-%d", i), 0)); err != nil {
+		if _, err := s.Refresh(ctx, place(refresh(policy, sids[i], 0), i)); err != nil {
 			t.Fatalf("refresh %d: %v", i, err)
 		}
 	}
-	if folds := testutil.ToFloat64(metrics.Folds); folds == 0 {
-		t.Fatalf("no fold after %d records in a 2 KiB journal", n)
+	if seals := testutil.ToFloat64(metrics.Seals); seals == 0 {
+		t.Fatalf("no seal after %d records in a 2 KiB journal", n)
 	}
-	get := func(name string) map[string]string {
-		cm := &corev1.ConfigMap{}
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: policy.Namespace, Name: name}, cm); err != nil {
-			t.Fatal(err)
+	objs, err := configmap.ListObjects(ctx, env.Client, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Segments) == 0 {
+		t.Fatal("no sealed segment")
+	}
+	if size := len(fmt.Sprint(objs.Journal.Data)); size > 2048+1024 {
+		t.Fatalf("journal holds %d bytes; want it sealed near its 2 KiB limit", size)
+	}
+	records := func(objs configmap.Objects) int {
+		total := 0
+		for i, p := range objs.Pending() {
+			total += revocation.MergedStats(objs.Bases[i].Data, p).Records
 		}
-		return cm.Data
+		return total
 	}
-	base, journal := get(revocation.ShardName(policy.Name, 0)), get(revocation.JournalName(policy.Name, 0))
-	if st := revocation.MergedStats(base, journal); st.Records != n {
-		t.Fatalf("records in base and journal together: %d; want %d", st.Records, n)
+	if got := records(objs); got != n {
+		t.Fatalf("records in the journal and segments: %d; want %d", got, n)
 	}
-	if size := len(fmt.Sprint(journal)); size > 2048+1024 {
-		t.Fatalf("journal holds %d bytes; want it folded near its 2 KiB limit", size)
+	res, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+	if err != nil || res.Segments != len(objs.Segments) {
+		t.Fatalf("compact: %+v, %v; want the %d segments merged", res, err, len(objs.Segments))
+	}
+	if objs, err = configmap.ListObjects(ctx, env.Client, policy); err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Segments) != 0 || records(objs) != n || revocation.FoldSeq(objs.Bases[1].Data) != revocation.FoldSeq(objs.Journal.Data) {
+		t.Fatalf("after the merge: %d segments, %d records, base fold %d, journal fold %d; want none, %d, equal folds",
+			len(objs.Segments), records(objs), revocation.FoldSeq(objs.Bases[1].Data), revocation.FoldSeq(objs.Journal.Data), n)
 	}
 	// Every session refreshed once is at generation 1 on both replicas: generation 0 is reuse.
 	for i := range n {
 		s := []*configmap.Store{b, a}[i%2]
-		req := refresh(policy, fmt.Sprintf("fold-%d", i), 1)
+		req := place(refresh(policy, sids[i], 1), i)
 		req.Now = req.Now.Add(time.Minute)
 		if _, err := s.Refresh(ctx, req); err != nil {
 			t.Fatalf("second refresh of session %d on the other replica: %v", i, err)
 		}
 	}
-	if _, err := a.Refresh(ctx, refresh(policy, "fold-0", 0)); !errors.Is(err, revocation.ErrReuse) {
-		t.Fatalf("generation 0 of a folded session: got %v; want ErrReuse", err)
+	if _, err := a.Refresh(ctx, place(refresh(policy, sids[0], 0), 0)); !errors.Is(err, revocation.ErrReuse) {
+		t.Fatalf("generation 0 of a merged session: got %v; want ErrReuse", err)
+	}
+}
+
+// TestReplicasAgreeWhileRecordsMove refreshes sessions on replicas chosen in turn, with a journal sealed
+// every few records and segments merged and deleted continuously: every refresh of the current generation
+// must succeed on whichever replica gets it, and a replay of an older one must be caught as reuse, however
+// far the record has moved (journal, segment, base) and however late a replica's informer is.
+func TestReplicasAgreeWhileRecordsMove(t *testing.T) {
+	policy := createShards(t, 2)
+	replicas := []*configmap.Store{
+		replica(t, configmap.Options{JournalLimit: 512}),
+		replicaLagging(t, configmap.Options{JournalLimit: 512}, 200*time.Millisecond),
+		replicaLagging(t, configmap.Options{JournalLimit: 512}, time.Second),
+	}
+	compactContinuously(t, policy)
+	ctx := context.Background()
+	const sessions, rounds = 24, 6
+	errs := make(chan error, sessions)
+	for i := range sessions {
+		go func() {
+			sid := revocation.NewSessionID(i % 2)
+			req := refresh(policy, sid, 0)
+			req.Shard = i % 2
+			for g := range uint64(rounds) {
+				req.Generation, req.Now = g, req.Now.Add(time.Second)
+				if _, err := replicas[(i+int(g))%3].Refresh(ctx, req); err != nil {
+					errs <- fmt.Errorf("session %d, generation %d: %w", i, g, err)
+					return
+				}
+			}
+			req.Generation, req.Now = uint64(i%rounds), req.Now.Add(time.Second)
+			if _, err := replicas[i%3].Refresh(ctx, req); !errors.Is(err, revocation.ErrReuse) {
+				errs <- fmt.Errorf("session %d, replay of generation %d: got %v; want ErrReuse", i, req.Generation, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range sessions {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
 

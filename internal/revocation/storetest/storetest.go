@@ -3,7 +3,6 @@ package storetest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -36,8 +35,8 @@ var sessions int
 
 func newSession(policy types.NamespacedName, shards int, subject string) session {
 	sessions++
-	id := fmt.Sprintf("sess-%d-%d", time.Now().UnixNano(), sessions)
-	return session{place: revocation.Place{Policy: policy, Shard: revocation.ShardOf(id, shards)}, id: id, sub: subject, auth: t0}
+	shard := sessions % shards
+	return session{place: revocation.Place{Policy: policy, Shard: shard}, id: revocation.NewSessionID(shard), sub: subject, auth: t0}
 }
 
 func (s session) refresh(gen uint64, now time.Time, grace, idle time.Duration) revocation.RefreshRequest {

@@ -1,0 +1,193 @@
+package configmap
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
+)
+
+// Objects are a policy's revocation ConfigMaps, sorted by role.
+type Objects struct {
+	Bases    map[int]*corev1.ConfigMap
+	Journal  *corev1.ConfigMap
+	Segments map[uint64]*corev1.ConfigMap
+}
+
+// Classify sorts a policy's revocation ConfigMaps by role; others are left out.
+func Classify(policy string, items []corev1.ConfigMap) Objects {
+	o := Objects{Bases: map[int]*corev1.ConfigMap{}, Segments: map[uint64]*corev1.ConfigMap{}}
+	for i := range items {
+		cm := &items[i]
+		switch role, n := revocation.RoleOf(policy, cm.Name); role {
+		case revocation.RoleBase:
+			o.Bases[int(n)] = cm
+		case revocation.RoleJournal:
+			o.Journal = cm
+		case revocation.RoleSegment:
+			o.Segments[n] = cm
+		}
+	}
+	return o
+}
+
+// SegmentBytes is the data the sealed segments hold.
+func (o Objects) SegmentBytes() int {
+	n := 0
+	for _, cm := range o.Segments {
+		n += dataSize(cm.Data)
+	}
+	return n
+}
+
+// Pending groups the entries of the journal and the segments by shard, newest first, as the bases would
+// hold them after a merge (entries of shards without a base are left out).
+func (o Objects) Pending() map[int]map[string]string {
+	pending := map[int]map[string]string{}
+	add := func(data map[string]string) {
+		for k, v := range data {
+			shard, ok := revocation.ShardOfEntry(k, v, len(o.Bases))
+			if !ok {
+				continue // the fold number
+			}
+			if o.Bases[shard] == nil {
+				if !revocation.IsSubjectKey(k) || len(o.Bases) == 0 {
+					// A session of a shard that has drained and been deleted: it ended a refresh lifetime
+					// ago at least.
+					continue
+				}
+				shard = slices.Min(slices.Collect(maps.Keys(o.Bases))) // readers look in every shard
+			}
+			if pending[shard] == nil {
+				pending[shard] = map[string]string{}
+			}
+			pending[shard][k] = revocation.Newer(k, pending[shard][k], v)
+		}
+	}
+	for _, seq := range slices.Sorted(maps.Keys(o.Segments)) {
+		add(o.Segments[seq].Data)
+	}
+	if o.Journal != nil {
+		add(o.Journal.Data)
+	}
+	return pending
+}
+
+// CompactResult says what a Compact did.
+type CompactResult struct {
+	Segments     int // segments merged and deleted
+	Writes       int // API writes, deletions included
+	BytesWritten int // data sent in base Updates
+}
+
+// ListObjects reads a policy's revocation ConfigMaps with reader.
+func ListObjects(ctx context.Context, reader client.Reader, policy types.NamespacedName) (Objects, error) {
+	var list corev1.ConfigMapList
+	if err := reader.List(ctx, &list, client.InNamespace(policy.Namespace), client.MatchingLabels{
+		v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		return Objects{}, fmt.Errorf("list revocation objects of %s: %w", policy.Name, err)
+	}
+	return Classify(policy.Name, list.Items), nil
+}
+
+// Compact merges every sealed segment of a policy into the shard bases and deletes it, dropping the records
+// that have expired at now. In order, so that a reader holding the journal always finds every entry:
+//  1. the journal's fold number is raised to the newest segment's, so that no segment numbered up to it can
+//     be sealed out of the journal from then on (Store.seal checks);
+//  2. the segments are listed again, afresh, and every base takes the entries of its shard from those up
+//     to that number (merged by revocation.Newer) and records the number: a base is rewritten even
+//     without entries, because readers skip the segments a base's number covers;
+//  3. only then are those segments deleted.
+//
+// Any step can fail or be repeated: a merge of the same segment twice changes nothing.
+func Compact(ctx context.Context, c client.Client, reader client.Reader, policy types.NamespacedName, now time.Time) (CompactResult, error) {
+	var res CompactResult
+	objs, err := ListObjects(ctx, reader, policy)
+	if err != nil || len(objs.Segments) == 0 {
+		return res, err
+	}
+	if objs.Journal == nil {
+		return res, fmt.Errorf("policy %s has segments but no journal", policy.Name)
+	}
+	through := revocation.FoldSeq(objs.Journal.Data)
+	for seq := range objs.Segments {
+		through = max(through, seq)
+	}
+	_, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(objs.Journal), nil, func(data map[string]string) (bool, error) {
+		if revocation.FoldSeq(data) >= through {
+			return false, nil
+		}
+		data[revocation.FoldKey] = strconv.FormatUint(through, 10)
+		return true, nil
+	})
+	res.Writes += writes
+	if err != nil {
+		return res, fmt.Errorf("raise the journal's fold number: %w", err)
+	}
+	if objs, err = ListObjects(ctx, reader, policy); err != nil {
+		return res, err
+	}
+	var merged []*corev1.ConfigMap
+	for _, seq := range slices.Sorted(maps.Keys(objs.Segments)) {
+		if seq <= through {
+			merged = append(merged, objs.Segments[seq])
+		}
+	}
+	// Pending, restricted to the merged segments: the journal's entries stay where they are.
+	pending := Objects{Bases: objs.Bases, Segments: map[uint64]*corev1.ConfigMap{}}
+	for _, cm := range merged {
+		_, seq := revocation.RoleOf(policy.Name, cm.Name)
+		pending.Segments[seq] = cm
+	}
+	byShard := pending.Pending()
+	for _, shard := range slices.Sorted(maps.Keys(objs.Bases)) {
+		entries := byShard[shard]
+		base, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(objs.Bases[shard]), nil, func(data map[string]string) (bool, error) {
+			changed := false
+			for k, v := range entries {
+				if revocation.Expired(k, v, now) {
+					continue
+				}
+				if next := revocation.Newer(k, data[k], v); next != data[k] {
+					data[k], changed = next, true
+				}
+			}
+			for k, v := range data {
+				if revocation.Expired(k, v, now) {
+					delete(data, k)
+					changed = true
+				}
+			}
+			if revocation.FoldSeq(data) < through {
+				data[revocation.FoldKey] = strconv.FormatUint(through, 10)
+				changed = true
+			}
+			return changed, nil
+		})
+		res.Writes += writes
+		if err != nil {
+			return res, fmt.Errorf("merge segments into %s: %w", objs.Bases[shard].Name, err)
+		}
+		if writes > 0 {
+			res.BytesWritten += writes * dataSize(base.Data)
+		}
+	}
+	for _, cm := range merged {
+		res.Writes++
+		if err := c.Delete(ctx, cm, client.Preconditions{UID: &cm.UID}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return res, fmt.Errorf("delete merged segment %s: %w", cm.Name, err)
+		}
+		res.Segments++
+	}
+	return res, nil
+}
