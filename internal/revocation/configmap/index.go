@@ -26,6 +26,7 @@ type index struct {
 	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then object name
 	pending  map[types.NamespacedName]map[int]int                     // by policy, then shard: bytes in the journal and segments
 	holes    map[types.NamespacedName]map[uint64]bool                 // by policy: segment numbers known never to have been written
+	segments map[types.NamespacedName]int                             // by policy: bytes of the segments observed
 }
 
 // sessionParts is a session's record as its shard's base, the newest sealed segment holding it, and the
@@ -50,6 +51,7 @@ func newIndex() *index {
 		subjects: map[types.NamespacedName]map[string]map[string]time.Time{},
 		pending:  map[types.NamespacedName]map[int]int{},
 		holes:    map[types.NamespacedName]map[uint64]bool{},
+		segments: map[types.NamespacedName]int{},
 	}
 }
 
@@ -141,6 +143,9 @@ func (x *index) diffLocked(policy types.NamespacedName, name string, oldData, ne
 	role, seq := revocation.RoleOf(policy.Name, name)
 	if role == revocation.RoleNone {
 		return
+	}
+	if role == revocation.RoleSegment {
+		x.segments[policy] += dataSize(newData) - dataSize(oldData)
 	}
 	for k, v := range newData {
 		ov, ok := oldData[k]
@@ -266,6 +271,13 @@ func (x *index) pendingBytes(policy types.NamespacedName, shard int) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.pending[policy][shard]
+}
+
+// segmentBytes is the data of the policy's segments observed.
+func (x *index) segmentBytes(policy types.NamespacedName) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.segments[policy]
 }
 
 // sealed reports whether segment seq of policy has been observed, or is known never to have been written.

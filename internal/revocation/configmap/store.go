@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,16 @@ const DefaultWriteTimeout = 10 * time.Second
 // seal sends each entry once more; 32 KiB is a few hundred records.
 const DefaultJournalLimit = 32 << 10
 
+// DefaultMaxSegmentBytes is how much sealed data may wait for the controller to merge it before the
+// journal stops being sealed: about half a minute of the heaviest load measured, tens of minutes of a
+// realistic one, and nothing an etcd notices.
+const DefaultMaxSegmentBytes = 16 << 20
+
+// JournalGrowth is how many times JournalLimit the journal may grow to while it cannot be sealed (the
+// segments waiting for a merge hold MaxSegmentBytes); beyond, decisions that would add to it fail closed,
+// and the object stays well under the 1 MiB limit.
+const JournalGrowth = 16
+
 // Options configure a Store.
 type Options struct {
 	// Budget is the byte budget of one shard; 0 means DefaultBudget.
@@ -44,6 +55,9 @@ type Options struct {
 	// JournalLimit is the size past which a policy's journal is sealed into a segment; 0 means
 	// DefaultJournalLimit.
 	JournalLimit int
+	// MaxSegmentBytes is how much sealed data may wait to be merged before sealing stops; 0 means
+	// DefaultMaxSegmentBytes.
+	MaxSegmentBytes int
 	// Metrics receives what the store does; nil records nothing.
 	Metrics *Metrics
 }
@@ -89,6 +103,9 @@ func New(c client.Client, reader client.Reader, opts Options) *Store {
 	}
 	if opts.JournalLimit == 0 {
 		opts.JournalLimit = DefaultJournalLimit
+	}
+	if opts.MaxSegmentBytes == 0 {
+		opts.MaxSegmentBytes = DefaultMaxSegmentBytes
 	}
 	return &Store{client: c, reader: reader, index: newIndex(), opts: opts, writers: map[types.NamespacedName]*writer{},
 		sizes: map[types.NamespacedName]sized{}}
@@ -230,7 +247,9 @@ func (w *writer) commit(batch []*op) {
 	for _, o := range batch {
 		close(o.done)
 	}
-	if err == nil && written != nil && writes > 0 && dataSize(written.Data) > s.opts.JournalLimit {
+	// Also after a batch that wrote nothing: a journal that could not be sealed before (merges behind)
+	// refuses what would grow it, so only a seal lets it take decisions again.
+	if err == nil && written != nil && dataSize(written.Data) > s.opts.JournalLimit {
 		w.seal(ctx, written)
 	}
 }
@@ -251,6 +270,10 @@ func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 				base := s.index.object(types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, o.shard)})
 				bases[o.shard], sizes[o.shard] = base, s.size(base)+s.index.pendingBytes(w.policy, o.shard)
 			}
+		}
+		room := math.MaxInt // while segments can be sealed, the journal is sealed after every write past its limit
+		if s.index.segmentBytes(w.policy) >= s.opts.MaxSegmentBytes {
+			room = JournalGrowth*s.opts.JournalLimit - dataSize(journal)
 		}
 		changed := false
 		for _, o := range batch {
@@ -273,6 +296,16 @@ func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 				}
 				sizes[o.shard] = grown
 			}
+			grows := len(next) - len(journal[o.key])
+			if _, ok := journal[o.key]; !ok {
+				grows += len(o.key)
+			}
+			if grows > room {
+				o.err = fmt.Errorf("%w: the journal of policy %s is full: %d bytes of sealed segments wait for the controller to merge them",
+					revocation.ErrUnavailable, w.policy.Name, s.index.segmentBytes(w.policy))
+				continue
+			}
+			room -= grows
 			journal[o.key], changed = next, true
 		}
 		return changed, nil
@@ -385,6 +418,9 @@ func (w *writer) missing(batch []*op, sealed uint64) missing {
 // journal as it was, and the next commit tries again.
 func (w *writer) seal(ctx context.Context, journal *corev1.ConfigMap) {
 	s := w.store
+	if s.index.segmentBytes(w.policy) >= s.opts.MaxSegmentBytes {
+		return // the controller is behind (or down): the journal grows until it merges
+	}
 	snapshot := make(map[string]string, len(journal.Data))
 	for k, v := range journal.Data {
 		if k != revocation.FoldKey {

@@ -383,6 +383,36 @@ func TestReplicasAgreeWhileRecordsMove(t *testing.T) {
 	}
 }
 
+// TestWithoutMergesTheJournalFailsClosedThenRecovers: while the controller merges nothing, sealing stops at
+// MaxSegmentBytes and the journal grows to JournalGrowth times its limit; then decisions that would grow it
+// fail closed (no token without a durable record), and the first merge lets everything proceed.
+func TestWithoutMergesTheJournalFailsClosedThenRecovers(t *testing.T) {
+	policy := createShards(t, 1)
+	s := replica(t, configmap.Options{JournalLimit: 64, MaxSegmentBytes: 1})
+	ctx := context.Background()
+	var refused error
+	for i := 0; i < 100 && refused == nil; i++ {
+		_, refused = s.Refresh(ctx, refresh(policy, revocation.NewSessionID(0), 0))
+	}
+	if !errors.Is(refused, revocation.ErrUnavailable) || !strings.Contains(refused.Error(), "wait for the controller to merge") {
+		t.Fatalf("refreshes with merges stopped: got %v; want ErrUnavailable naming the merges", refused)
+	}
+	objs, err := configmap.ListObjects(ctx, env.Client, policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Segments) != 1 || len(fmt.Sprint(objs.Journal.Data)) > configmap.JournalGrowth*64+64 {
+		t.Fatalf("%d segments, journal of %d bytes; want one segment, then a journal grown to its bound", len(objs.Segments), len(fmt.Sprint(objs.Journal.Data)))
+	}
+	if _, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		_, err := s.Refresh(ctx, refresh(policy, revocation.NewSessionID(0), 0))
+		return err == nil, fmt.Sprint("refresh after the merge: ", err)
+	})
+}
+
 // BenchmarkRefreshCommit measures refreshes of distinct sessions committed to a real API server through
 // one replica's batched journal writes, in parallel; it reports API writes and bytes per refresh.
 func BenchmarkRefreshCommit(b *testing.B) {
