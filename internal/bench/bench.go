@@ -264,6 +264,18 @@ func (b *bench) policy(ctx context.Context, sc scenario) (*v1alpha1.TokenPolicy,
 	return p, err
 }
 
+// remove deletes a scenario's policy and what it owns once the scenario is over, so that the controller's
+// work on it (merging its segments) does not land in the next scenario's figures. The control plane here
+// has no garbage collector, so the owned objects are deleted by label.
+func (b *bench) remove(p *v1alpha1.TokenPolicy) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_ = b.client.Delete(ctx, p)
+	owned := []client.DeleteAllOfOption{client.InNamespace(p.Namespace), client.MatchingLabels{v1alpha1.LabelPolicy: p.Name}}
+	_ = b.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, owned...)
+	_ = b.client.DeleteAllOf(ctx, &corev1.Secret{}, owned...)
+}
+
 // session is a preloaded live session: its newest tokens.
 type session struct {
 	access, refresh string
@@ -407,6 +419,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer b.remove(p)
 	procs, err := b.replicas(ctx, sc.replicas, p, p.Name)
 	if err != nil {
 		return nil, err

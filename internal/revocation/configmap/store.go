@@ -134,6 +134,7 @@ type writer struct {
 	mu      sync.Mutex
 	pending []*op
 	busy    bool
+	batch   float64 // a moving average of the batch size, for sealLimit
 }
 
 func (s *Store) writer(policy types.NamespacedName) *writer {
@@ -249,9 +250,19 @@ func (w *writer) commit(batch []*op) {
 	}
 	// Also after a batch that wrote nothing: a journal that could not be sealed before (merges behind)
 	// refuses what would grow it, so only a seal lets it take decisions again.
-	if err == nil && written != nil && dataSize(written.Data) > s.opts.JournalLimit {
+	w.batch += (float64(ops) - w.batch) / 16
+	if err == nil && written != nil && dataSize(written.Data) > w.sealLimit() {
 		w.seal(ctx, written)
 	}
+}
+
+// sealLimit is the journal size past which it is sealed: JournalLimit when batches are large, down to a
+// quarter of it when they are small. Each commit rewrites the whole journal, so the bytes it sends per
+// operation are about half the journal over the batch size; a quiet policy (batches of one or two) seals
+// its journal sooner rather than send 16 KiB with each decision.
+func (w *writer) sealLimit() int {
+	limit := w.store.opts.JournalLimit
+	return min(limit, max(limit/4, int(w.batch*1024)))
 }
 
 // decideAll is the mutation of a batch: each operation decides on its record as its shard's base, the
