@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,10 +37,13 @@ const DefaultJournalLimit = 32 << 10
 // realistic one, and nothing an etcd notices.
 const DefaultMaxSegmentBytes = 16 << 20
 
-// JournalGrowth is how many times JournalLimit the journal may grow to while it cannot be sealed (the
-// segments waiting for a merge hold MaxSegmentBytes); beyond, decisions that would add to it fail closed,
-// and the object stays well under the 1 MiB limit.
+// JournalGrowth is how many times JournalLimit (and at least MinJournalBound) the journal may grow to while
+// it cannot be sealed: the segments waiting for a merge hold MaxSegmentBytes, or segments cannot be created.
+// Beyond, decisions that would add to it fail closed, and the object stays well under the 1 MiB limit.
 const JournalGrowth = 16
+
+// MinJournalBound is the least bound on the journal's size, for small journal limits.
+const MinJournalBound = 64 << 10
 
 // Options configure a Store.
 type Options struct {
@@ -282,10 +284,7 @@ func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 				bases[o.shard], sizes[o.shard] = base, s.size(base)+s.index.pendingBytes(w.policy, o.shard)
 			}
 		}
-		room := math.MaxInt // while segments can be sealed, the journal is sealed after every write past its limit
-		if s.index.segmentBytes(w.policy) >= s.opts.MaxSegmentBytes {
-			room = JournalGrowth*s.opts.JournalLimit - dataSize(journal)
-		}
+		room := max(JournalGrowth*s.opts.JournalLimit, MinJournalBound) - dataSize(journal)
 		changed := false
 		for _, o := range batch {
 			cur := bases[o.shard].Data[o.key]
@@ -312,7 +311,7 @@ func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 				grows += len(o.key)
 			}
 			if grows > room {
-				o.err = fmt.Errorf("%w: the journal of policy %s is full: %d bytes of sealed segments wait for the controller to merge them",
+				o.err = fmt.Errorf("%w: the journal of policy %s is full: it cannot be sealed (%d bytes of sealed segments wait for the controller to merge them)",
 					revocation.ErrUnavailable, w.policy.Name, s.index.segmentBytes(w.policy))
 				continue
 			}

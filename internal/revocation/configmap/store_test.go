@@ -384,14 +384,14 @@ func TestReplicasAgreeWhileRecordsMove(t *testing.T) {
 }
 
 // TestWithoutMergesTheJournalFailsClosedThenRecovers: while the controller merges nothing, sealing stops at
-// MaxSegmentBytes and the journal grows to JournalGrowth times its limit; then decisions that would grow it
+// MaxSegmentBytes and the journal grows to its bound (MinJournalBound here); then decisions that would grow it
 // fail closed (no token without a durable record), and the first merge lets everything proceed.
 func TestWithoutMergesTheJournalFailsClosedThenRecovers(t *testing.T) {
 	policy := createShards(t, 1)
 	s := replica(t, configmap.Options{JournalLimit: 64, MaxSegmentBytes: 1})
 	ctx := context.Background()
 	var refused error
-	for i := 0; i < 100 && refused == nil; i++ {
+	for i := 0; i < 2000 && refused == nil; i++ {
 		_, refused = s.Refresh(ctx, refresh(policy, revocation.NewSessionID(0), 0))
 	}
 	if !errors.Is(refused, revocation.ErrUnavailable) || !strings.Contains(refused.Error(), "wait for the controller to merge") {
@@ -401,7 +401,7 @@ func TestWithoutMergesTheJournalFailsClosedThenRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs.Segments) != 1 || len(fmt.Sprint(objs.Journal.Data)) > configmap.JournalGrowth*64+64 {
+	if len(objs.Segments) != 1 || len(fmt.Sprint(objs.Journal.Data)) > configmap.MinJournalBound+1024 {
 		t.Fatalf("%d segments, journal of %d bytes; want one segment, then a journal grown to its bound", len(objs.Segments), len(fmt.Sprint(objs.Journal.Data)))
 	}
 	if _, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0); err != nil {
