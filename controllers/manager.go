@@ -18,7 +18,8 @@ import (
 // CacheOptions narrows the controller's informers to the Secrets and ConfigMaps tokenwarden owns or is
 // pointed at (those with a tokenwarden.io/component label): never all Secrets of a cluster.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	// managedFields name every data key of a revocation ConfigMap: as large as the keys, and never read.
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:    {Label: ComponentSelector()},
 		&corev1.ConfigMap{}: {Label: ComponentSelector()},
 	}}

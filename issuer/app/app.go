@@ -66,7 +66,8 @@ type Options struct {
 func CacheOptions() cache.Options {
 	secrets, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentSigningKeys, v1alpha1.ComponentUsers})
 	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.Equals, []string{v1alpha1.ComponentRevocations})
-	return cache.Options{Scheme: kube.Scheme(), ByObject: map[client.Object]cache.ByObject{
+	// managedFields name every data key of a ConfigMap: as large as the keys themselves, and never read.
+	return cache.Options{Scheme: kube.Scheme(), DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:    {Label: labels.NewSelector().Add(*secrets)},
 		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*shards)},
 	}}

@@ -98,9 +98,11 @@ func (x *index) apply(old, cur *corev1.ConfigMap) {
 	x.storeLocked(cur)
 }
 
-// observe records an object this replica wrote itself, so that its own reads see the write before the
-// watch delivers it.
+// observe records an object this replica wrote or read itself, so that its own reads see it before the
+// watch delivers it. The index keeps cm (without its managedFields, which name every key and are never
+// read): the caller must not modify it afterwards.
 func (x *index) observe(cm *corev1.ConfigMap) {
+	cm.ManagedFields = nil
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.storeLocked(cm)
@@ -150,6 +152,7 @@ func (x *index) diffLocked(policy types.NamespacedName, name string, oldData, ne
 	for k, v := range newData {
 		ov, ok := oldData[k]
 		if ok && ov == v {
+			x.repointLocked(policy, role, seq, k, v)
 			continue
 		}
 		if ok {
@@ -164,6 +167,26 @@ func (x *index) diffLocked(policy types.NamespacedName, name string, oldData, ne
 			x.countLocked(policy, role, k, -len(k)-len(v))
 			x.unsetLocked(policy, role, seq, name, k, v)
 		}
+	}
+}
+
+// repointLocked makes the index hold a value unchanged by a new version of its object as that version
+// holds it: otherwise every rewrite of a base (a merge) would keep the old version's strings alive beside
+// the new ones, doubling the memory of the records.
+func (x *index) repointLocked(policy types.NamespacedName, role revocation.Role, seq uint64, key, value string) {
+	sid, ok := strings.CutPrefix(key, "s.")
+	if !ok {
+		return
+	}
+	p := x.sessions[policy][sid]
+	switch {
+	case p == nil:
+	case role == revocation.RoleBase && p.base == value:
+		p.base = value
+	case role == revocation.RoleJournal && p.journal == value:
+		p.journal = value
+	case role == revocation.RoleSegment && p.segmentSeq == seq && p.segment == value:
+		p.segment = value
 	}
 }
 

@@ -307,9 +307,9 @@ func TestSealsKeepTheJournalSmallAndMergesLoseNothing(t *testing.T) {
 		t.Fatalf("journal holds %d bytes; want it sealed near its 2 KiB limit", size)
 	}
 	records := func(objs configmap.Objects) int {
-		total := 0
-		for i, p := range objs.Pending() {
-			total += revocation.MergedStats(objs.Bases[i].Data, p).Records
+		total, pending := 0, objs.Pending()
+		for i, base := range objs.Bases {
+			total += revocation.MergedStats(base.Data, pending[i]).Records
 		}
 		return total
 	}
@@ -317,12 +317,16 @@ func TestSealsKeepTheJournalSmallAndMergesLoseNothing(t *testing.T) {
 		t.Fatalf("records in the journal and segments: %d; want %d", got, n)
 	}
 	res, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0)
-	if err != nil || res.Segments != len(objs.Segments) {
+	if err != nil || res.Segments < len(objs.Segments) { // a seal may still have been under way (it follows the answer)
 		t.Fatalf("compact: %+v, %v; want the %d segments merged", res, err, len(objs.Segments))
 	}
-	if objs, err = configmap.ListObjects(ctx, env.Client, policy); err != nil {
-		t.Fatal(err)
-	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) { // and any seal that followed the last answer
+		if objs, err = configmap.ListObjects(ctx, env.Client, policy); err != nil || len(objs.Segments) > 0 {
+			_, _ = configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+			return false, fmt.Sprintf("%d segments left, %v", len(objs.Segments), err)
+		}
+		return true, ""
+	})
 	if len(objs.Segments) != 0 || records(objs) != n || revocation.FoldSeq(objs.Bases[1].Data) != revocation.FoldSeq(objs.Journal.Data) {
 		t.Fatalf("after the merge: %d segments, %d records, base fold %d, journal fold %d; want none, %d, equal folds",
 			len(objs.Segments), records(objs), revocation.FoldSeq(objs.Bases[1].Data), revocation.FoldSeq(objs.Journal.Data), n)
