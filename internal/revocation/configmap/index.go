@@ -22,24 +22,20 @@ import (
 type index struct {
 	mu       sync.RWMutex
 	objects  map[types.NamespacedName]*corev1.ConfigMap               // by object
-	sessions map[types.NamespacedName]map[string]*sessionParts        // by policy, then session id
+	sessions map[types.NamespacedName]map[string]*sessionParts        // by policy, then session id: outside the bases
 	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then object name
 	pending  map[types.NamespacedName]map[int]int                     // by policy, then shard: bytes in the journal and segments
 	holes    map[types.NamespacedName]map[uint64]bool                 // by policy: segment numbers known never to have been written
 	segments map[types.NamespacedName]int                             // by policy: bytes of the segments observed
 }
 
-// sessionParts is a session's record as its shard's base, the newest sealed segment holding it, and the
-// journal hold it; revocation.Newer decides between them.
+// sessionParts is a session's record outside its shard's base: as the newest sealed segment holding it and
+// the journal hold it. The base's copy is read from the base itself (most sessions have only that one, and
+// indexing them all would cost memory in proportion to the sessions); revocation.Newer decides between the
+// copies.
 type sessionParts struct {
-	base, segment, journal string
-	segmentSeq             uint64
-}
-
-func (p *sessionParts) merged() (revocation.Session, bool) {
-	v := revocation.Newer("s.", revocation.Newer("s.", p.base, p.segment), p.journal)
-	s, err := revocation.DecodeSession(v)
-	return s, err == nil
+	segment, journal string
+	segmentSeq       uint64
 }
 
 var _ toolscache.ResourceEventHandler = (*index)(nil)
@@ -171,8 +167,8 @@ func (x *index) diffLocked(policy types.NamespacedName, name string, oldData, ne
 }
 
 // repointLocked makes the index hold a value unchanged by a new version of its object as that version
-// holds it: otherwise every rewrite of a base (a merge) would keep the old version's strings alive beside
-// the new ones, doubling the memory of the records.
+// holds it: otherwise every rewrite of the journal would keep the old version's strings alive beside the
+// new ones.
 func (x *index) repointLocked(policy types.NamespacedName, role revocation.Role, seq uint64, key, value string) {
 	sid, ok := strings.CutPrefix(key, "s.")
 	if !ok {
@@ -181,8 +177,6 @@ func (x *index) repointLocked(policy types.NamespacedName, role revocation.Role,
 	p := x.sessions[policy][sid]
 	switch {
 	case p == nil:
-	case role == revocation.RoleBase && p.base == value:
-		p.base = value
 	case role == revocation.RoleJournal && p.journal == value:
 		p.journal = value
 	case role == revocation.RoleSegment && p.segmentSeq == seq && p.segment == value:
@@ -204,7 +198,7 @@ func (x *index) countLocked(policy types.NamespacedName, role revocation.Role, k
 
 func (x *index) setLocked(policy types.NamespacedName, role revocation.Role, seq uint64, name, key, value string) {
 	switch {
-	case revocation.IsSessionKey(key):
+	case revocation.IsSessionKey(key) && role != revocation.RoleBase:
 		if x.sessions[policy] == nil {
 			x.sessions[policy] = map[string]*sessionParts{}
 		}
@@ -223,8 +217,6 @@ func (x *index) setLocked(policy types.NamespacedName, role revocation.Role, seq
 			if p.segment == "" || revocation.Newer(key, p.segment, value) != p.segment {
 				p.segment, p.segmentSeq = value, seq
 			}
-		default:
-			p.base = value
 		}
 	case revocation.IsSubjectKey(key):
 		s, err := revocation.DecodeSubject(value)
@@ -243,7 +235,7 @@ func (x *index) setLocked(policy types.NamespacedName, role revocation.Role, seq
 
 func (x *index) unsetLocked(policy types.NamespacedName, role revocation.Role, seq uint64, name, key, value string) {
 	switch {
-	case revocation.IsSessionKey(key):
+	case revocation.IsSessionKey(key) && role != revocation.RoleBase:
 		sid := strings.TrimPrefix(key, "s.")
 		p := x.sessions[policy][sid]
 		if p == nil {
@@ -256,10 +248,8 @@ func (x *index) unsetLocked(policy types.NamespacedName, role revocation.Role, s
 			if p.segmentSeq == seq {
 				p.segment, p.segmentSeq = "", 0
 			}
-		default:
-			p.base = ""
 		}
-		if p.base == "" && p.journal == "" && p.segment == "" {
+		if p.journal == "" && p.segment == "" {
 			delete(x.sessions[policy], sid)
 		}
 	case revocation.IsSubjectKey(key):
@@ -323,12 +313,22 @@ func (x *index) hole(policy types.NamespacedName, seq uint64) {
 func (x *index) session(policy types.NamespacedName, sid string) *revocation.Session {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	if p, ok := x.sessions[policy][sid]; ok {
-		if s, ok := p.merged(); ok {
-			return &s
-		}
+	key := revocation.SessionKey(sid)
+	var v string
+	if base := x.objects[types.NamespacedName{Namespace: policy.Namespace, Name: revocation.ShardName(policy.Name, revocation.SessionShard(sid))}]; base != nil {
+		v = base.Data[key]
 	}
-	return nil
+	if p, ok := x.sessions[policy][sid]; ok {
+		v = revocation.Newer(key, revocation.Newer(key, v, p.segment), p.journal)
+	}
+	if v == "" {
+		return nil
+	}
+	s, err := revocation.DecodeSession(v)
+	if err != nil {
+		return nil
+	}
+	return &s
 }
 
 // revokedBefore is the latest subject-wide mark for subject in any of the policy's shards.
