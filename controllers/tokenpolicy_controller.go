@@ -54,6 +54,8 @@ type TokenPolicyReconciler struct {
 	// CompactBytes is the least data of sealed segments merged into the bases at once; 0 means
 	// DefaultCompactBytes.
 	CompactBytes int
+
+	summaries summaries
 }
 
 // Permissions of the controller: its own API, the Secrets and ConfigMaps it owns, and events. It reads

@@ -7,10 +7,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -66,14 +68,23 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 		return err
 	}
 
+	key := client.ObjectKeyFromObject(p)
 	pending := objs.Pending()
 	var full []string
 	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
-		cm, err := r.dropExpired(ctx, s, objs.Bases[i])
-		if err != nil {
-			return err
+		cm := objs.Bases[i]
+		sum := r.summaries.of(key, cm)
+		if !sum.earliest.IsZero() && !s.now.Before(sum.earliest) {
+			var err error
+			if cm, err = r.dropExpired(ctx, s, cm); err != nil {
+				return err
+			}
+			sum = r.summaries.of(key, cm)
 		}
-		st := revocation.MergedStats(cm.Data, pending[i])
+		if !sum.earliest.IsZero() {
+			s.requeueAt(sum.earliest)
+		}
+		st := revocation.MergedStatsFrom(sum.stats, cm.Data, pending[i])
 		deleted, err := r.drain(ctx, s, cm, i >= want, st)
 		if err != nil {
 			return err
@@ -87,9 +98,14 @@ func (r *TokenPolicyReconciler) reconcileShards(ctx context.Context, s *scope) e
 			full = append(full, fmt.Sprintf("%s (%d of %d bytes)", cm.Name, st.Bytes, r.budget()))
 		}
 	}
-	if _, err := r.dropExpired(ctx, s, objs.Journal); err != nil {
+	journal, err := r.dropExpired(ctx, s, objs.Journal)
+	if err != nil {
 		return err
 	}
+	if _, earliest := revocation.Summarize(journal.Data); !earliest.IsZero() {
+		s.requeueAt(earliest)
+	}
+	r.summaries.keep(key, objs.Bases)
 	if r.ShardStatusPeriod > 0 {
 		s.requeueAt(s.now.Add(r.ShardStatusPeriod))
 	}
@@ -134,6 +150,57 @@ func (r *TokenPolicyReconciler) compact(ctx context.Context, s *scope, objs conf
 	return nil
 }
 
+// summaries remembers what reading every record of a base found, per version of the base: bases change only
+// when segments are merged into them, so a status pass reads the records of the journal and segments, not
+// the hundreds of thousands in the bases.
+type summaries struct {
+	mu       sync.Mutex
+	byPolicy map[types.NamespacedName]map[types.UID]summary
+}
+
+type summary struct {
+	resourceVersion string
+	stats           revocation.ShardStats
+	earliest        time.Time // the earliest expiry of a record (zero: none)
+}
+
+// of returns the summary of cm, a base of policy, computing it once per resourceVersion.
+func (c *summaries) of(policy types.NamespacedName, cm *corev1.ConfigMap) summary {
+	c.mu.Lock()
+	sum, ok := c.byPolicy[policy][cm.UID]
+	c.mu.Unlock()
+	if ok && sum.resourceVersion == cm.ResourceVersion && cm.ResourceVersion != "" {
+		return sum
+	}
+	sum.resourceVersion = cm.ResourceVersion
+	sum.stats, sum.earliest = revocation.Summarize(cm.Data)
+	c.mu.Lock()
+	if c.byPolicy == nil {
+		c.byPolicy = map[types.NamespacedName]map[types.UID]summary{}
+	}
+	if c.byPolicy[policy] == nil {
+		c.byPolicy[policy] = map[types.UID]summary{}
+	}
+	c.byPolicy[policy][cm.UID] = sum
+	c.mu.Unlock()
+	return sum
+}
+
+// keep drops the summaries of policy's bases that are gone, given those that remain.
+func (c *summaries) keep(policy types.NamespacedName, bases map[int]*corev1.ConfigMap) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := map[types.UID]summary{}
+	for _, cm := range bases {
+		if sum, ok := c.byPolicy[policy][cm.UID]; ok {
+			kept[cm.UID] = sum
+		}
+	}
+	if c.byPolicy != nil {
+		c.byPolicy[policy] = kept
+	}
+}
+
 func (r *TokenPolicyReconciler) budget() int {
 	if r.ShardBudget == 0 {
 		return DefaultShardBudget
@@ -141,15 +208,13 @@ func (r *TokenPolicyReconciler) budget() int {
 	return r.ShardBudget
 }
 
-// dropExpired removes the records of a shard that have expired, through the one shard-writing path, and
-// asks for another pass when the next record expires.
+// dropExpired removes the records of a shard object that have expired, through the one shard-writing path.
 func (r *TokenPolicyReconciler) dropExpired(ctx context.Context, s *scope, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
 	expired := false
 	for k, v := range cm.Data {
 		if revocation.Expired(k, v, s.now) {
 			expired = true
-		} else if exp, ok := revocation.ExpiryOf(k, v); ok {
-			s.requeueAt(exp)
+			break
 		}
 	}
 	if !expired {

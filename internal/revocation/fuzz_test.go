@@ -42,7 +42,13 @@ func FuzzRecords(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key, value string) {
 		data := map[string]string{key: value, FoldKey: value}
 		_ = Stats(data)
-		_ = MergedStats(data, map[string]string{key: value + value})
+		pending := map[string]string{key: value + value, SessionKey("p"): value}
+		if a, b := MergedStats(data, pending), MergedStatsFrom(Stats(data), data, pending); a != b {
+			t.Fatalf("MergedStats %+v, MergedStatsFrom %+v; want them equal", a, b)
+		}
+		if st, _ := Summarize(data); st != Stats(data) {
+			t.Fatalf("Summarize %+v, Stats %+v; want them equal", st, Stats(data))
+		}
 		_ = FoldSeq(data)
 		_, _ = ExpiryOf(key, value)
 		_ = Expired(key, value, now)

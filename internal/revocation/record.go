@@ -358,6 +358,71 @@ func MergedStats(base map[string]string, pending ...map[string]string) ShardStat
 	return st
 }
 
+// Summarize is Stats of data and the earliest expiry among its records (zero when none has one), decoding
+// each record once.
+func Summarize(data map[string]string) (ShardStats, time.Time) {
+	var st ShardStats
+	var earliest time.Time
+	for k, v := range data {
+		st.Bytes += len(k) + len(v)
+		var exp time.Time
+		switch {
+		case IsSessionKey(k):
+			st.Records++
+			if s, err := DecodeSession(v); err == nil {
+				exp = s.Expiry
+				if s.State == Revoked {
+					st.RevokedSessions++
+				}
+			}
+		case IsSubjectKey(k):
+			st.Records++
+			if s, err := DecodeSubject(v); err == nil {
+				exp = s.Expiry
+			}
+		}
+		if !exp.IsZero() && (earliest.IsZero() || exp.Before(earliest)) {
+			earliest = exp
+		}
+	}
+	return st, earliest
+}
+
+// MergedStatsFrom is MergedStats(base, pending) for one pending map, given Stats(base): it decodes only the
+// pending entries (and the base's copies of them), so a caller that remembers a base's Stats pays for what
+// changed only.
+func MergedStatsFrom(baseStats ShardStats, base, pending map[string]string) ShardStats {
+	st := baseStats
+	for k, v := range pending {
+		st.Bytes += len(k) + len(v)
+		if !IsSessionKey(k) && !IsSubjectKey(k) {
+			continue
+		}
+		bv, inBase := base[k]
+		revoked := isRevokedSession(k, Newer(k, bv, v))
+		switch {
+		case !inBase:
+			st.Records++
+			if revoked {
+				st.RevokedSessions++
+			}
+		case revoked && !isRevokedSession(k, bv):
+			st.RevokedSessions++
+		case !revoked && isRevokedSession(k, bv):
+			st.RevokedSessions--
+		}
+	}
+	return st
+}
+
+func isRevokedSession(key, value string) bool {
+	if !IsSessionKey(key) {
+		return false
+	}
+	s, err := DecodeSession(value)
+	return err == nil && s.State == Revoked
+}
+
 func dataBytes(data map[string]string) int {
 	n := 0
 	for k, v := range data {
