@@ -48,7 +48,7 @@ type TokenPolicyReconciler struct {
 	// ShardBudget is the byte budget of one shard; 0 means DefaultShardBudget.
 	ShardBudget int
 	// ShardStatusPeriod is how often a policy's shard fill is read again; 0 reads it only when the policy
-	// or its keys change. The issuer writes a shard's journal many times a second: reconciling on each of
+	// or its keys change. The issuer writes a policy's journal many times a second: reconciling on each of
 	// those writes would cost the API server more than the writes themselves.
 	ShardStatusPeriod time.Duration
 	// CompactBytes is the least data of sealed segments merged into the bases at once; 0 means

@@ -41,7 +41,7 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
-	fs.DurationVar(&c.Linger, "store-linger", 2*time.Millisecond, "under load, how long a shard's writer gathers more operations before it writes (fewer, larger writes; that much more latency)")
+	fs.DurationVar(&c.Linger, "store-linger", 2*time.Millisecond, "under load, how long a policy's journal writer gathers more operations before it writes (fewer, larger writes; that much more latency)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM), re-read when it changes; e.g. tls.crt of a mounted cert-manager Secret")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the private key of --tls-cert-file (PEM)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (profiling only; never expose it)")

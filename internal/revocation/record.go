@@ -302,8 +302,8 @@ func ShardOfEntry(key, value string, shards int) (int, bool) {
 	return 0, false
 }
 
-// Newer is the merge rule between two values of one record key (a base's and a journal's, or a journal
-// snapshot's and a base's during a fold): the one that decides more. For a session, a revoked record
+// Newer is the merge rule between two copies of one record (a base's, a segment's, the journal's): the
+// one that decides more. For a session, a revoked record
 // beats an active one, then the higher generation wins; for a subject, the later mark wins. Values that do
 // not decode lose to ones that do; ties keep a.
 func Newer(key, a, b string) string {

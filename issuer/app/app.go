@@ -39,7 +39,7 @@ type Options struct {
 	// ShardBudget and WriteTimeout configure the revocation store; zero means its defaults.
 	ShardBudget  int
 	WriteTimeout time.Duration
-	// Linger is how long a shard's writer gathers operations under load before it writes; 0: none.
+	// Linger is how long a policy's journal writer gathers operations under load before it writes; 0: none.
 	Linger time.Duration
 	// ShutdownGrace is how long in-flight requests may finish once ctx ends.
 	ShutdownGrace time.Duration

@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Operations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tokenwarden_store_operations_total",
 			Help: "Operations (refresh, revoke) committed or decided without a write."}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_batch_size",
-			Help: "Operations per shard commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+			Help: "Operations per journal commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		WriteLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tokenwarden_store_commit_seconds",
 			Help: "Time to commit one batch, conflicts included.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
