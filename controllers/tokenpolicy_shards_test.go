@@ -226,8 +226,12 @@ func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
 	now := f.clock.Now()
 	seal := func(seq uint64, sids ...string) {
 		t.Helper()
+		labels := map[string]string{v1alpha1.LabelRevocationRole: v1alpha1.RevocationRoleSegment}
+		for k, v := range journal.Labels {
+			labels[k] = v
+		}
 		seg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: revocation.SegmentName("merging", seq),
-			Labels: journal.Labels, OwnerReferences: journal.OwnerReferences}, Data: map[string]string{}}
+			Labels: labels, OwnerReferences: journal.OwnerReferences}, Data: map[string]string{}}
 		for _, sid := range sids {
 			seg.Data[revocation.SessionKey(sid)] = revocation.EncodeSession(revocation.Session{Subject: "alice", Generation: seq,
 				Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Active})

@@ -51,6 +51,12 @@ const (
 	// ManagedByValue is LabelManagedBy's value.
 	ManagedByValue = "tokenwarden"
 
+	// LabelRevocationRole marks a sealed segment among a policy's revocation objects, so that the merge
+	// can list the segments without the bases.
+	LabelRevocationRole = "tokenwarden.io/revocation-role"
+	// RevocationRoleSegment is LabelRevocationRole's value on a sealed segment.
+	RevocationRoleSegment = "segment"
+
 	ComponentSigningKeys = "signing-keys"
 	ComponentJWKS        = "jwks"
 	ComponentRevocations = "revocations"

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -83,6 +84,16 @@ func (o Objects) Pending() map[int]map[string]string {
 	return pending
 }
 
+// listSegments reads a policy's sealed segments with reader.
+func listSegments(ctx context.Context, reader client.Reader, policy types.NamespacedName) (map[uint64]*corev1.ConfigMap, error) {
+	var list corev1.ConfigMapList
+	if err := reader.List(ctx, &list, client.InNamespace(policy.Namespace), client.MatchingLabels{v1alpha1.LabelPolicy: policy.Name,
+		v1alpha1.LabelComponent: v1alpha1.ComponentRevocations, v1alpha1.LabelRevocationRole: v1alpha1.RevocationRoleSegment}); err != nil {
+		return nil, fmt.Errorf("list the sealed segments of %s: %w", policy.Name, err)
+	}
+	return Classify(policy.Name, list.Items).Segments, nil
+}
+
 // CompactResult says what a Compact did.
 type CompactResult struct {
 	Segments     int // segments merged and deleted
@@ -104,26 +115,25 @@ func ListObjects(ctx context.Context, reader client.Reader, policy types.Namespa
 // that have expired at now. In order, so that a reader holding the journal always finds every entry:
 //  1. the journal's fold number is raised to the newest segment's, so that no segment numbered up to it can
 //     be sealed out of the journal from then on (Store.seal checks);
-//  2. the segments are listed again, afresh, and every base takes the entries of its shard from those up
-//     to that number (merged by revocation.Newer) and records the number: a base is rewritten even
-//     without entries, because readers skip the segments a base's number covers;
+//  2. the segments are listed again, afresh, and every base (listed afresh, by name) takes the entries of
+//     its shard from those up to that number (merged by revocation.Newer) and records the number: a base is
+//     rewritten even without entries, because readers skip the segments a base's number covers;
 //  3. only then are those segments deleted.
 //
 // Any step can fail or be repeated: a merge of the same segment twice changes nothing.
 func Compact(ctx context.Context, c client.Client, reader client.Reader, policy types.NamespacedName, now time.Time) (CompactResult, error) {
 	var res CompactResult
-	objs, err := ListObjects(ctx, reader, policy)
-	if err != nil || len(objs.Segments) == 0 {
+	segments, err := listSegments(ctx, reader, policy)
+	if err != nil || len(segments) == 0 {
 		return res, err
 	}
-	if objs.Journal == nil {
-		return res, fmt.Errorf("policy %s has segments but no journal", policy.Name)
-	}
-	through := revocation.FoldSeq(objs.Journal.Data)
-	for seq := range objs.Segments {
+	var through uint64
+	for seq := range segments {
 		through = max(through, seq)
 	}
-	_, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(objs.Journal), nil, func(data map[string]string) (bool, error) {
+	journal := types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}
+	_, writes, err := UpdateShard(ctx, c, reader, journal, nil, func(data map[string]string) (bool, error) {
+		through = max(through, revocation.FoldSeq(data))
 		if revocation.FoldSeq(data) >= through {
 			return false, nil
 		}
@@ -134,21 +144,31 @@ func Compact(ctx context.Context, c client.Client, reader client.Reader, policy 
 	if err != nil {
 		return res, fmt.Errorf("raise the journal's fold number: %w", err)
 	}
-	if objs, err = ListObjects(ctx, reader, policy); err != nil {
+	if segments, err = listSegments(ctx, reader, policy); err != nil {
 		return res, err
 	}
-	var merged []*corev1.ConfigMap
-	for _, seq := range slices.Sorted(maps.Keys(objs.Segments)) {
-		if seq <= through {
-			merged = append(merged, objs.Segments[seq])
+	// The bases by name only (each is read afresh when it is rewritten): a list of their data would be
+	// every record of the policy.
+	var names metav1.PartialObjectMetadataList
+	names.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
+	if err := reader.List(ctx, &names, client.InNamespace(policy.Namespace), client.MatchingLabels{
+		v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		return res, fmt.Errorf("list the revocation objects of %s: %w", policy.Name, err)
+	}
+	pending := Objects{Bases: map[int]*corev1.ConfigMap{}, Segments: map[uint64]*corev1.ConfigMap{}}
+	for _, item := range names.Items {
+		if role, i := revocation.RoleOf(policy.Name, item.Name); role == revocation.RoleBase {
+			pending.Bases[int(i)] = &corev1.ConfigMap{ObjectMeta: item.ObjectMeta}
 		}
 	}
-	// Pending, restricted to the merged segments: the journal's entries stay where they are.
-	pending := Objects{Bases: objs.Bases, Segments: map[uint64]*corev1.ConfigMap{}}
-	for _, cm := range merged {
-		_, seq := revocation.RoleOf(policy.Name, cm.Name)
-		pending.Segments[seq] = cm
+	var merged []*corev1.ConfigMap
+	for _, seq := range slices.Sorted(maps.Keys(segments)) {
+		if seq <= through {
+			merged = append(merged, segments[seq])
+			pending.Segments[seq] = segments[seq]
+		}
 	}
+	objs := pending // the bases and the merged segments; the journal's entries stay where they are
 	byShard := pending.Pending()
 	for _, shard := range slices.Sorted(maps.Keys(objs.Bases)) {
 		entries := byShard[shard]

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
@@ -442,7 +443,7 @@ func (w *writer) seal(ctx context.Context, journal *corev1.ConfigMap) {
 	for tries := 0; ; tries++ {
 		segment = &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: journal.Namespace, Name: revocation.SegmentName(w.policy.Name, seq),
-				Labels: journal.Labels, OwnerReferences: journal.OwnerReferences},
+				Labels: segmentLabels(journal.Labels), OwnerReferences: journal.OwnerReferences},
 			Data:      snapshot,
 			Immutable: ptr.To(true),
 		}
@@ -473,6 +474,16 @@ func (w *writer) seal(ctx context.Context, journal *corev1.ConfigMap) {
 	if err == nil && writes > 0 {
 		s.index.observe(trimmed)
 	}
+}
+
+// segmentLabels are a segment's labels: its journal's, and its role.
+func segmentLabels(journal map[string]string) map[string]string {
+	labels := make(map[string]string, len(journal)+1)
+	for k, v := range journal {
+		labels[k] = v
+	}
+	labels[v1alpha1.LabelRevocationRole] = v1alpha1.RevocationRoleSegment
+	return labels
 }
 
 func dataSize(data map[string]string) int {
