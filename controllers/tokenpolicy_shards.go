@@ -129,7 +129,7 @@ func (r *TokenPolicyReconciler) compact(ctx context.Context, s *scope, objs conf
 	}
 	bases := 0
 	for _, cm := range objs.Bases {
-		bases += revocation.Stats(cm.Data).Bytes
+		bases += r.summaries.of(client.ObjectKeyFromObject(s.policy), cm).stats.Bytes
 	}
 	least := r.CompactBytes
 	if least == 0 {

@@ -168,11 +168,10 @@ func Compact(ctx context.Context, c client.Client, reader client.Reader, policy 
 			pending.Segments[seq] = segments[seq]
 		}
 	}
-	objs := pending // the bases and the merged segments; the journal's entries stay where they are
-	byShard := pending.Pending()
-	for _, shard := range slices.Sorted(maps.Keys(objs.Bases)) {
+	byShard := pending.Pending() // the merged segments' entries; the journal's stay where they are
+	for _, shard := range slices.Sorted(maps.Keys(pending.Bases)) {
 		entries := byShard[shard]
-		base, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(objs.Bases[shard]), nil, func(data map[string]string) (bool, error) {
+		base, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(pending.Bases[shard]), nil, func(data map[string]string) (bool, error) {
 			changed := false
 			for k, v := range entries {
 				if revocation.Expired(k, v, now) {
@@ -196,7 +195,7 @@ func Compact(ctx context.Context, c client.Client, reader client.Reader, policy 
 		})
 		res.Writes += writes
 		if err != nil {
-			return res, fmt.Errorf("merge segments into %s: %w", objs.Bases[shard].Name, err)
+			return res, fmt.Errorf("merge segments into %s: %w", pending.Bases[shard].Name, err)
 		}
 		if writes > 0 {
 			res.BytesWritten += writes * dataSize(base.Data)

@@ -25,7 +25,8 @@ type index struct {
 	sessions map[types.NamespacedName]map[string]*sessionParts        // by policy, then session id: outside the bases
 	subjects map[types.NamespacedName]map[string]map[string]time.Time // by policy, subject, then object name
 	pending  map[types.NamespacedName]map[int]int                     // by policy, then shard: bytes in the journal and segments
-	holes    map[types.NamespacedName]map[uint64]bool                 // by policy: segment numbers known never to have been written
+	bases    map[types.NamespacedName]map[int]*corev1.ConfigMap       // by policy, then shard: the objects' bases
+	sealed   map[types.NamespacedName]map[uint64]bool                 // by policy: segments observed, or known never to have been written
 	segments map[types.NamespacedName]int                             // by policy: bytes of the segments observed
 }
 
@@ -46,7 +47,8 @@ func newIndex() *index {
 		sessions: map[types.NamespacedName]map[string]*sessionParts{},
 		subjects: map[types.NamespacedName]map[string]map[string]time.Time{},
 		pending:  map[types.NamespacedName]map[int]int{},
-		holes:    map[types.NamespacedName]map[uint64]bool{},
+		bases:    map[types.NamespacedName]map[int]*corev1.ConfigMap{},
+		sealed:   map[types.NamespacedName]map[uint64]bool{},
 		segments: map[types.NamespacedName]int{},
 	}
 }
@@ -74,6 +76,12 @@ func (x *index) OnDelete(obj any) {
 		if held := x.objects[key]; held != nil {
 			if policy, ok := policyOf(held); ok {
 				x.diffLocked(policy, cm.Name, held.Data, nil)
+				switch role, n := revocation.RoleOf(policy.Name, cm.Name); role {
+				case revocation.RoleBase:
+					delete(x.bases[policy], int(n))
+				case revocation.RoleSegment:
+					delete(x.sealed[policy], n)
+				}
 			}
 		}
 		delete(x.objects, key)
@@ -122,7 +130,23 @@ func (x *index) storeLocked(cur *corev1.ConfigMap) {
 		oldData = held.Data
 	}
 	x.objects[key] = cur
+	switch role, n := revocation.RoleOf(policy.Name, cur.Name); role {
+	case revocation.RoleBase:
+		if x.bases[policy] == nil {
+			x.bases[policy] = map[int]*corev1.ConfigMap{}
+		}
+		x.bases[policy][int(n)] = cur
+	case revocation.RoleSegment:
+		x.markSealedLocked(policy, n)
+	}
 	x.diffLocked(policy, cur.Name, oldData, cur.Data)
+}
+
+func (x *index) markSealedLocked(policy types.NamespacedName, seq uint64) {
+	if x.sealed[policy] == nil {
+		x.sealed[policy] = map[uint64]bool{}
+	}
+	x.sealed[policy][seq] = true
 }
 
 // newer reports whether resourceVersion a is later than b; unparseable versions count as newer, so an
@@ -293,21 +317,32 @@ func (x *index) segmentBytes(policy types.NamespacedName) int {
 	return x.segments[policy]
 }
 
-// sealed reports whether segment seq of policy has been observed, or is known never to have been written.
-func (x *index) sealed(policy types.NamespacedName, seq uint64) bool {
+// base is the newest copy of a shard's base this replica holds, or nil. Callers must not modify it.
+func (x *index) base(policy types.NamespacedName, shard int) *corev1.ConfigMap {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.objects[types.NamespacedName{Namespace: policy.Namespace, Name: revocation.SegmentName(policy.Name, seq)}] != nil || x.holes[policy][seq]
+	return x.bases[policy][shard]
+}
+
+// unsealed lists the segments numbered from+1 to to that this replica has neither observed nor found never
+// written.
+func (x *index) unsealed(policy types.NamespacedName, from, to uint64) []uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []uint64
+	for seq := from + 1; seq <= to; seq++ {
+		if !x.sealed[policy][seq] {
+			out = append(out, seq)
+		}
+	}
+	return out
 }
 
 // hole records that segment seq of policy was never written (see Store.resolve).
 func (x *index) hole(policy types.NamespacedName, seq uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.holes[policy] == nil {
-		x.holes[policy] = map[uint64]bool{}
-	}
-	x.holes[policy][seq] = true
+	x.markSealedLocked(policy, seq)
 }
 
 func (x *index) session(policy types.NamespacedName, sid string) *revocation.Session {
@@ -315,7 +350,7 @@ func (x *index) session(policy types.NamespacedName, sid string) *revocation.Ses
 	defer x.mu.RUnlock()
 	key := revocation.SessionKey(sid)
 	var v string
-	if base := x.objects[types.NamespacedName{Namespace: policy.Namespace, Name: revocation.ShardName(policy.Name, revocation.SessionShard(sid))}]; base != nil {
+	if base := x.bases[policy][revocation.SessionShard(sid)]; base != nil {
 		v = base.Data[key]
 	}
 	if p, ok := x.sessions[policy][sid]; ok {

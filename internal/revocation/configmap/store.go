@@ -281,7 +281,7 @@ func (w *writer) decideAll(batch []*op, need *missing) Mutation {
 		sizes := map[int]int{}
 		for _, o := range batch {
 			if _, seen := bases[o.shard]; !seen {
-				base := s.index.object(types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, o.shard)})
+				base := s.index.base(w.policy, o.shard)
 				bases[o.shard], sizes[o.shard] = base, s.size(base)+s.index.pendingBytes(w.policy, o.shard)
 			}
 		}
@@ -397,24 +397,30 @@ func (w *writer) resolve(ctx context.Context, batch []*op, need missing) ([]*op,
 }
 
 // missing is what this replica has not observed of what deciding batch against a journal that names
-// segments up to sealed needs.
+// segments up to sealed needs: each shard's base, and the segments above its fold number.
 func (w *writer) missing(batch []*op, sealed uint64) missing {
 	s := w.store
 	var need missing
-	seen := map[int]bool{}
+	folds := map[int]uint64{}
+	least := sealed
 	for _, o := range batch {
-		if seen[o.shard] {
+		if _, seen := folds[o.shard]; seen {
 			continue
 		}
-		seen[o.shard] = true
-		base := s.index.object(types.NamespacedName{Namespace: w.policy.Namespace, Name: revocation.ShardName(w.policy.Name, o.shard)})
+		base := s.index.base(w.policy, o.shard)
 		if base == nil {
 			need.add(o.shard, 0)
+			folds[o.shard] = sealed
 			continue
 		}
-		for seq := revocation.FoldSeq(base.Data) + 1; seq <= sealed; seq++ {
-			if !s.index.sealed(w.policy, seq) {
-				need.add(o.shard, seq)
+		folds[o.shard] = revocation.FoldSeq(base.Data)
+		least = min(least, folds[o.shard])
+	}
+	unsealed := s.index.unsealed(w.policy, least, sealed) // one pass: bases are mostly merged alike
+	for shard, fold := range folds {
+		for _, seq := range unsealed {
+			if seq > fold {
+				need.add(shard, seq)
 			}
 		}
 	}
@@ -593,9 +599,6 @@ func IsUnavailable(err error) bool {
 	return errors.Is(err, revocation.ErrUnavailable) || errors.Is(err, revocation.ErrShardFull)
 }
 
-// ShardObject returns the newest copy of a shard this replica holds (nil if none); do not modify it.
-func (s *Store) ShardObject(key types.NamespacedName) *corev1.ConfigMap { return s.index.object(key) }
-
 // PlacementFill is the fill, as a fraction of the budget, beyond which a shard takes no new sessions while
 // another shard has room. Records never move between shards, so raising the shard count relieves a full
 // shard only if new sessions go elsewhere; the rest of the budget is for the sessions placed in the shard
@@ -606,7 +609,7 @@ const PlacementFill = 0.9
 // the shard (its base and its entries in the journal and segments) filled below PlacementFill of the
 // budget: a shard to place new sessions in. It never blocks on the network.
 func (s *Store) HasRoom(place revocation.Place) bool {
-	base := s.index.object(types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.ShardName(place.Policy.Name, place.Shard)})
+	base := s.index.base(place.Policy, place.Shard)
 	journal := s.index.object(types.NamespacedName{Namespace: place.Policy.Namespace, Name: revocation.JournalName(place.Policy.Name)})
 	if base == nil || journal == nil {
 		return false
