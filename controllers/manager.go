@@ -5,6 +5,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/clock"
@@ -13,16 +15,41 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
-// CacheOptions narrows the controller's informers to the Secrets and ConfigMaps tokenwarden owns or is
-// pointed at (those with a tokenwarden.io/component label): never all Secrets of a cluster.
+// CacheOptions narrows the controller's informers: ConfigMaps tokenwarden owns (those with a
+// tokenwarden.io/component label), and of Secrets only the metadata that says which exist and when they
+// changed (name, namespace, UID, resourceVersion and tokenwarden's labels): never the data of a cluster's
+// Secrets. The Secrets policies name are read one by one.
 func CacheOptions() cache.Options {
 	// managedFields name every data key of a revocation ConfigMap: as large as the keys, and never read.
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:    {Label: ComponentSelector()},
+		&corev1.Secret{}:    {Transform: secretMetadataOnly},
 		&corev1.ConfigMap{}: {Label: ComponentSelector()},
 	}}
+}
+
+// secretMetadataOnly keeps of a Secret's metadata what the controller reads: its identity, version and
+// tokenwarden's labels. (Annotations can be large: kubectl apply copies the whole Secret into one.)
+func secretMetadataOnly(in any) (any, error) {
+	obj, err := meta.Accessor(in)
+	if err != nil {
+		return in, nil
+	}
+	if m, ok := in.(*metav1.PartialObjectMetadata); ok {
+		kept := map[string]string{}
+		for _, k := range []string{v1alpha1.LabelPolicy, v1alpha1.LabelPolicyNamespace, v1alpha1.LabelObjectPrefix, v1alpha1.LabelComponent, v1alpha1.LabelManagedBy} {
+			if v, ok := obj.GetLabels()[k]; ok {
+				kept[k] = v
+			}
+		}
+		m.ObjectMeta = metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: obj.GetName(), UID: obj.GetUID(),
+			ResourceVersion: obj.GetResourceVersion(), DeletionTimestamp: obj.GetDeletionTimestamp(), Labels: kept}
+		return m, nil
+	}
+	obj.SetManagedFields(nil)
+	return in, nil
 }
 
 // ComponentSelector selects objects labelled with a tokenwarden component.
@@ -38,29 +65,38 @@ func ComponentSelector() labels.Selector {
 type Options struct {
 	// IssuerURL is the issuer's external base URL (TokenPolicyReconciler.IssuerURL).
 	IssuerURL string
-	// ShardBudget and ShardStatusPeriod are TokenPolicyReconciler's; zero means their defaults.
-	ShardBudget       int
+	// IssuerNamespace is the issuer's namespace (TokenPolicyReconciler.IssuerNamespace); required.
+	IssuerNamespace string
+	// ShardBudget is the byte budget of one revocation shard; zero means DefaultShardBudget.
+	ShardBudget int
+	// ShardStatusPeriod is TokenPolicyReconciler's; zero reads the fill only on change.
 	ShardStatusPeriod time.Duration
-	// CompactBytes is TokenPolicyReconciler's; zero means DefaultCompactBytes.
+	// CompactBytes is the least data of sealed segments merged at once; zero means DefaultCompactBytes.
 	CompactBytes int
 	// Clock is the time keys rotate and revocations apply at; nil means the real clock.
 	Clock clock.PassiveClock
 }
 
 // Setup registers the TokenPolicy and TokenRevocation reconcilers with mgr, as the controller binary runs
-// them.
+// them. mgr's cache must be built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
+	if o.IssuerNamespace == "" {
+		return fmt.Errorf("no issuer namespace")
+	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
 	recorder := mgr.GetEventRecorder("tokenwarden-controller")
+	keeper := &configmap.Keeper{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Budget: o.ShardBudget, CompactBytes: o.CompactBytes,
+		Compacted: compactions.record}
 	policies := &TokenPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Recorder: recorder, Clock: o.Clock, IssuerURL: o.IssuerURL, ShardBudget: o.ShardBudget, ShardStatusPeriod: o.ShardStatusPeriod,
-		CompactBytes: o.CompactBytes}
+		Recorder: recorder, Clock: o.Clock, IssuerURL: o.IssuerURL, IssuerNamespace: o.IssuerNamespace,
+		ShardStatusPeriod: o.ShardStatusPeriod, Revocations: keeper}
 	if err := policies.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenPolicy controller: %w", err)
 	}
-	revocations := &TokenRevocationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, Clock: o.Clock}
+	revocations := &TokenRevocationReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: o.Clock,
+		IssuerNamespace: o.IssuerNamespace, Revocations: keeper}
 	if err := revocations.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenRevocation controller: %w", err)
 	}

@@ -32,7 +32,8 @@ func init() {
 	metrics.Registry.MustRegister(compactions.passes, compactions.failures, compactions.segments, compactions.writes, compactions.bytes)
 }
 
-func (m compactionMetrics) record(policy string, res configmap.CompactResult, err error) {
+func (m compactionMetrics) record(h configmap.Policy, res configmap.CompactResult, err error) {
+	policy := h.Owner.String()
 	m.passes.WithLabelValues(policy).Inc()
 	if err != nil {
 		m.failures.WithLabelValues(policy).Inc()

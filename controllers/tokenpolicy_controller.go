@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -27,17 +26,19 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/keys"
-	"github.com/tokenwarden/tokenwarden/internal/revocation"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
 // DefaultShardBudget is the number of bytes of records a shard may hold: well under the 1 MiB limit of a
 // Kubernetes object, so that updates in place still fit when a shard is full.
-const DefaultShardBudget = 512 << 10
+const DefaultShardBudget = configmap.DefaultBudget
 
-// TokenPolicyReconciler reconciles a TokenPolicy into its signing keys, JWKS and revocation shards.
+// TokenPolicyReconciler reconciles a TokenPolicy into its signing keys and JWKS (beside the policy), and
+// into what the issuer needs to serve it, materialised in the issuer's namespace: the signing keys, the
+// login material and the revocation objects.
 type TokenPolicyReconciler struct {
 	Client client.Client
-	// APIReader reads around the cache: for Secrets the cache does not hold (unlabelled ones) and for
+	// APIReader reads around the cache: the Secrets policies name (the cache holds only their metadata) and
 	// fresh reads before compare-and-swap writes.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
@@ -45,24 +46,27 @@ type TokenPolicyReconciler struct {
 	Clock     clock.PassiveClock
 	// IssuerURL is the issuer's external base URL; a policy is served at IssuerURL/<namespace>/<name>.
 	IssuerURL string
-	// ShardBudget is the byte budget of one shard; 0 means DefaultShardBudget.
-	ShardBudget int
+	// IssuerNamespace is the issuer's namespace, where the objects the issuer reads are materialised.
+	IssuerNamespace string
 	// ShardStatusPeriod is how often a policy's shard fill is read again; 0 reads it only when the policy
 	// or its keys change. The issuer writes a policy's journal many times a second: reconciling on each of
 	// those writes would cost the API server more than the writes themselves.
 	ShardStatusPeriod time.Duration
-	// CompactBytes is the least data of sealed segments merged into the bases at once; 0 means
-	// DefaultCompactBytes.
-	CompactBytes int
+	// Revocations keeps the policies' revocation objects.
+	Revocations *configmap.Keeper
 
-	summaries summaries
+	secrets secretReader
 }
 
-// Permissions of the controller: its own API, the Secrets and ConfigMaps it owns, and events. It reads
-// Secrets to load keys a user provides, so it needs get on Secrets; its cache only holds labelled ones.
-// +kubebuilder:rbac:groups=tokenwarden.io,resources=tokenpolicies,verbs=get;list;watch
+// Permissions of the controller: its own API (with the finalizer it puts on policies); Secrets, whose
+// metadata it watches cluster-wide and which it reads one by one when a policy names them (to load the keys
+// and users it validates), creates (generated keys, materialised copies) and deletes (materialised copies,
+// in the issuer's namespace); ConfigMaps (JWKS beside each policy, revocation objects in the issuer's
+// namespace); events.
+// +kubebuilder:rbac:groups=tokenwarden.io,resources=tokenpolicies,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=tokenwarden.io,resources=tokenpolicies/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=tokenwarden.io,resources=tokenpolicies/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -73,8 +77,11 @@ type scope struct {
 
 	keySet     *keys.Set
 	keyStatus  []v1alpha1.KeyStatus
-	keysErr    error // why the keys are not ready, as said to the user
+	keySource  string   // the Secret the keys came from, and its version
+	keysErr    *problem // why the keys are not ready, as said to the user
 	jwksName   string
+	login      string   // what password login is, when it is ready
+	loginErr   *problem // why password login is not ready
 	shardStats []v1alpha1.ShardStatus
 	shardsErr  error // why the revocation store is not ready, as said to the user
 	requeue    time.Duration
@@ -91,15 +98,35 @@ func (s *scope) requeueAt(t time.Time) {
 	}
 }
 
-// Reconcile brings one TokenPolicy's keys, JWKS and shards to what its spec says and reports them.
+// problem is why part of a policy cannot be served, as said to the user in a condition.
+type problem struct {
+	reason string
+	err    error
+}
+
+// Reconcile brings one TokenPolicy's keys, JWKS, login material and revocation objects to what its spec
+// says, materialises for the issuer what it validated, and reports all of it.
 func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, reterr error) {
 	logger := log.FromContext(ctx)
 	policy := &v1alpha1.TokenPolicy{}
 	if err := r.Client.Get(ctx, req.NamespacedName, policy); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if !isNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		// Gone without its finalizer having run (removed by hand, or never added): whatever was
+		// materialised for a policy of that name is an orphan.
+		return ctrl.Result{}, r.removeMaterialised(ctx, req.NamespacedName, "")
 	}
 	if !policy.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // owned objects go with it through garbage collection
+		return ctrl.Result{}, r.finalize(ctx, policy)
+	}
+	if !controllerutil.ContainsFinalizer(policy, v1alpha1.FinalizerMaterialised) {
+		patched := policy.DeepCopy()
+		controllerutil.AddFinalizer(patched, v1alpha1.FinalizerMaterialised)
+		if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(policy, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, wrapf(err, "add finalizer")
+		}
+		policy = patched
 	}
 
 	s := &scope{policy: policy.DeepCopy(), now: r.Clock.Now()}
@@ -109,22 +136,37 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}()
 
-	for _, step := range []func(context.Context, *scope) error{r.reconcileKeys, r.reconcileJWKS, r.reconcileShards} {
+	for _, step := range []func(context.Context, *scope) error{r.reconcileKeys, r.reconcileJWKS, r.materialiseKeys,
+		r.reconcileLogin, r.reconcileShards} {
 		if err := step(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if s.keysErr != nil {
-		// A key Secret nobody can use will not mend itself; a change to it starts a new pass.
-		return ctrl.Result{}, reconcile.TerminalError(s.keysErr)
+	// Objects of an earlier policy of the same name (deleted while the controller was down).
+	if err := r.removeMaterialised(ctx, req.NamespacedName, policy.ObjectPrefix()); err != nil {
+		return ctrl.Result{}, err
 	}
 	logger.V(1).Info("Reconciled TokenPolicy", "policy", klog.KObj(policy), "activeKey", activeKeyID(s), "requeueAfter", s.requeue)
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
 
-// IssuerURLFor is the iss of a policy's tokens.
-func IssuerURLFor(base, namespace, name string) string {
-	return strings.TrimSuffix(base, "/") + "/" + url.PathEscape(namespace) + "/" + url.PathEscape(name)
+// finalize removes everything materialised for a deleted policy in the issuer's namespace (owner references
+// cannot cross namespaces), then lets the policy go. What is beside the policy goes with it through its
+// owner references.
+func (r *TokenPolicyReconciler) finalize(ctx context.Context, p *v1alpha1.TokenPolicy) error {
+	if !controllerutil.ContainsFinalizer(p, v1alpha1.FinalizerMaterialised) {
+		return nil
+	}
+	if err := r.removeMaterialised(ctx, client.ObjectKeyFromObject(p), ""); err != nil {
+		return err
+	}
+	r.Revocations.Forget(configmap.For(p, r.IssuerNamespace))
+	patched := p.DeepCopy()
+	controllerutil.RemoveFinalizer(patched, v1alpha1.FinalizerMaterialised)
+	if err := r.Client.Patch(ctx, patched, client.MergeFrom(p)); client.IgnoreNotFound(err) != nil {
+		return wrapf(err, "remove finalizer")
+	}
+	return nil
 }
 
 func activeKeyID(s *scope) string {
@@ -134,26 +176,25 @@ func activeKeyID(s *scope) string {
 	return s.keySet.Active.ID
 }
 
-// SetupWithManager registers the reconciler: it watches TokenPolicies, the Secrets and ConfigMaps they
-// own, and the key Secrets users provide (labelled tokenwarden.io/component=signing-keys).
+// SetupWithManager registers the reconciler. It watches TokenPolicies; the JWKS ConfigMaps they own; what
+// is materialised for them in the issuer's namespace (mapped back by its labels), so that a copy deleted or
+// changed by hand is restored; and the metadata of every Secret, so that a policy is reconciled as soon as a
+// Secret it names appears, changes or goes. The Secrets themselves are read one by one, by name: the cache
+// never holds their data.
 func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.ShardBudget == 0 {
-		r.ShardBudget = DefaultShardBudget
-	}
+	r.secrets = secretReader{meta: mgr.GetClient(), api: r.APIReader}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TokenPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardWrites)).
-		Watches(&corev1.ConfigMap{}, segmentsSealed{delay: r.compactDelay()}).
-		Owns(&corev1.Secret{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
+		Watches(&corev1.ConfigMap{}, materialised{delay: r.compactDelay()}).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
 		Named("tokenpolicy").
 		Complete(r)
 }
 
-// ignoreShardWrites drops what the issuers do to revocation objects: journal updates and the creation and
-// deletion of sealed segments (several a second under load). Bases and the journal still count when they
-// are created or deleted. Their fill is read every ShardStatusPeriod instead, and segmentsSealed asks for
-// the merge.
+// ignoreShardWrites drops what issuers of the previous layout did to the revocation objects beside the
+// policy (the controller moves their records into the issuer's namespace on its next pass): journal updates
+// and sealed segments.
 var ignoreShardWrites = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool { return !isRevocations(e.ObjectNew) },
 	CreateFunc: func(e event.CreateEvent) bool { return !isSegment(e.Object) },
@@ -165,8 +206,7 @@ func isRevocations(o client.Object) bool {
 }
 
 func isSegment(o client.Object) bool {
-	role, _ := revocation.RoleOf(o.GetLabels()[v1alpha1.LabelPolicy], o.GetName())
-	return isRevocations(o) && role == revocation.RoleSegment
+	return isRevocations(o) && o.GetLabels()[v1alpha1.LabelRevocationRole] == v1alpha1.RevocationRoleSegment
 }
 
 // compactDelay is how long after a segment is sealed its policy is reconciled (and the segments merged,
@@ -178,29 +218,51 @@ func (r *TokenPolicyReconciler) compactDelay() time.Duration {
 	return time.Second
 }
 
-// segmentsSealed enqueues a segment's policy, delayed, when the segment is created.
-type segmentsSealed struct{ delay time.Duration }
+// materialisedPolicy is the policy an object materialised in the issuer's namespace was made for, from its
+// labels.
+func materialisedPolicy(o client.Object) (reconcile.Request, bool) {
+	ns, name := o.GetLabels()[v1alpha1.LabelPolicyNamespace], o.GetLabels()[v1alpha1.LabelPolicy]
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}, ns != "" && name != ""
+}
 
-func (h segmentsSealed) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if isSegment(e.Object) {
-		q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(),
-			Name: e.Object.GetLabels()[v1alpha1.LabelPolicy]}}, h.delay)
+// materialised enqueues the policy of a ConfigMap materialised for it when the ConfigMap is created or
+// deleted, but not for what the issuers do to revocation objects many times a second: journal updates, and
+// segments, whose creation enqueues the policy after a delay (a burst of seals costs one pass, which merges
+// them if they hold enough) and whose deletion is the merge's own. Their fill is read every
+// ShardStatusPeriod instead.
+type materialised struct{ delay time.Duration }
+
+func (h materialised) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	req, ok := materialisedPolicy(e.Object)
+	switch {
+	case !ok:
+	case isSegment(e.Object):
+		q.AddAfter(req, h.delay)
+	default:
+		q.Add(req)
 	}
 }
 
-func (segmentsSealed) Update(context.Context, event.UpdateEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+func (materialised) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if req, ok := materialisedPolicy(e.ObjectNew); ok && !isRevocations(e.ObjectNew) {
+		q.Add(req)
+	}
 }
 
-func (segmentsSealed) Delete(context.Context, event.DeleteEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+func (materialised) Delete(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if req, ok := materialisedPolicy(e.Object); ok && !isSegment(e.Object) {
+		q.Add(req)
+	}
 }
 
-func (segmentsSealed) Generic(context.Context, event.GenericEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+func (materialised) Generic(context.Context, event.GenericEvent, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 }
 
-// policiesForSecret maps a key Secret someone else created to the policies of its namespace that name it.
+// policiesForSecret maps a Secret to the policies it matters to: the one it was materialised for, or those
+// of its namespace that name it (for their keys or their users).
 func (r *TokenPolicyReconciler) policiesForSecret(ctx context.Context, obj client.Object) []reconcile.Request {
-	if obj.GetLabels()[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByValue {
-		return nil // an owned Secret: Owns already maps it
+	if req, ok := materialisedPolicy(obj); ok && obj.GetNamespace() == r.IssuerNamespace {
+		return []reconcile.Request{req}
 	}
 	var list v1alpha1.TokenPolicyList
 	if err := r.Client.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
@@ -209,14 +271,14 @@ func (r *TokenPolicyReconciler) policiesForSecret(ctx context.Context, obj clien
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		if secretName(&list.Items[i]) == obj.GetName() {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		if p := &list.Items[i]; p.SigningSecretName() == obj.GetName() || p.UsersSecretName() == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
 		}
 	}
 	return reqs
 }
 
-// ownedLabels are the labels of every object the controller creates for policy.
+// ownedLabels are the labels of every object the controller creates for policy beside it.
 func ownedLabels(policy *v1alpha1.TokenPolicy, component string) map[string]string {
 	return map[string]string{
 		v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue,

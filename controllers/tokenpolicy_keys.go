@@ -129,35 +129,44 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-func secretName(p *v1alpha1.TokenPolicy) string {
-	if p.Spec.Signing.SecretName != "" {
-		return p.Spec.Signing.SecretName
-	}
-	return p.Name + "-signing-keys"
-}
-
-// reconcileKeys loads, generates or rotates the policy's signing keys.
+// reconcileKeys loads, generates or rotates the policy's signing keys. A policy signs only with a Secret of
+// its own: one the controller generated for it (controlled by the policy, with its UID), which the
+// controller rotates, or one someone brought that lists the policy in its tokenwarden.io/allowed-policies
+// annotation, which is used as given and never written. Any other Secret is refused: another policy's keys
+// must not sign this policy's tokens, nor rotate on its schedule.
 func (r *TokenPolicyReconciler) reconcileKeys(ctx context.Context, s *scope) error {
 	p := s.policy
-	key := types.NamespacedName{Namespace: p.Namespace, Name: secretName(p)}
-	secret := &corev1.Secret{}
-	err := r.Client.Get(ctx, key, secret)
-	if isNotFound(err) {
-		// The cache holds labelled Secrets only; an unlabelled one of the user's must not be overwritten.
-		err = r.APIReader.Get(ctx, key, secret)
-	}
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.SigningSecretName()}
+	secret, err := r.secrets.get(ctx, key)
 	switch {
 	case isNotFound(err):
 		return r.createKeySecret(ctx, s, key)
 	case err != nil:
 		return wrapf(err, "get signing-key secret %s", key)
-	case secret.Labels[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByValue:
+	case metav1.IsControlledBy(secret, p):
 		return r.rotateKeySecret(ctx, s, secret)
-	case secret.Labels[v1alpha1.LabelComponent] != v1alpha1.ComponentSigningKeys:
-		return r.keysInvalid(s, fmt.Errorf("secret %s is not labelled %s=%s, and the issuer reads only labelled Secrets: label it",
-			key.Name, v1alpha1.LabelComponent, v1alpha1.ComponentSigningKeys))
+	case !v1alpha1.AllowsPolicy(secret.Annotations[v1alpha1.AnnotationAllowedPolicies], p.Name):
+		return r.keysNotPermitted(s, secret)
 	}
 	return r.useProvidedSecret(s, secret)
+}
+
+// keysNotPermitted refuses a Secret that is not the policy's to use.
+func (r *TokenPolicyReconciler) keysNotPermitted(s *scope, secret *corev1.Secret) error {
+	p := s.policy
+	var err error
+	if owner := metav1.GetControllerOf(secret); owner != nil {
+		err = fmt.Errorf("secret %s was generated for %s %s (uid %s), not for this policy: only that policy signs with it and rotates it; "+
+			"name another Secret in spec.signing.secretName, or none to have one generated for this policy, "+
+			"or add the annotation %s: %s to the Secret to share its keys as they are",
+			secret.Name, owner.Kind, owner.Name, owner.UID, v1alpha1.AnnotationAllowedPolicies, p.Name)
+	} else {
+		err = fmt.Errorf("secret %s does not allow this policy: add the annotation %s: %s to it (a comma-separated list of the TokenPolicies that may sign with its keys)",
+			secret.Name, v1alpha1.AnnotationAllowedPolicies, p.Name)
+	}
+	s.keysErr = &problem{reason: v1alpha1.ReasonSecretNotPermitted, err: err}
+	r.event(p, corev1.EventTypeWarning, v1alpha1.EventSecretNotPermitted, "LoadKeys", "%v", err)
+	return nil
 }
 
 func (r *TokenPolicyReconciler) createKeySecret(ctx context.Context, s *scope, key types.NamespacedName) error {
@@ -179,6 +188,7 @@ func (r *TokenPolicyReconciler) createKeySecret(ctx context.Context, s *scope, k
 	if err := r.Client.Create(ctx, secret); err != nil {
 		return wrapf(err, "create signing-key secret %s", key)
 	}
+	r.secrets.keep(secret)
 	r.event(p, corev1.EventTypeNormal, v1alpha1.EventKeyGenerated, "Generate", "Generated %s signing key %s in Secret %s", p.Spec.Signing.Algorithm, k.ID, key.Name)
 	if plan := planRotation(schedule, now, timingFor(p), func(string) bool { return false }); !plan.deadline.IsZero() {
 		s.requeueAt(plan.deadline)
@@ -236,6 +246,7 @@ func (r *TokenPolicyReconciler) rotateKeySecret(ctx context.Context, s *scope, s
 	if err := r.Client.Patch(ctx, updated, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
 		return wrapf(err, "rotate keys in secret %s", secret.Name)
 	}
+	r.secrets.keep(updated)
 	if plan.generate {
 		k := list[len(list)-1]
 		r.event(p, corev1.EventTypeNormal, v1alpha1.EventKeyGenerated, "Rotate", "Generated next signing key %s; it signs from %s", k.ID, s.now.Add(timingFor(p).prepublish).UTC().Format(time.RFC3339))
@@ -278,7 +289,7 @@ func (r *TokenPolicyReconciler) useProvidedSecret(s *scope, secret *corev1.Secre
 	if err != nil {
 		return r.keysInvalid(s, err)
 	}
-	s.keySet = set
+	s.keySet, s.keySource = set, source(secret)
 	for _, kid := range set.IDs() {
 		state := v1alpha1.KeyRetired
 		if kid == set.Active.ID {
@@ -294,7 +305,7 @@ func (r *TokenPolicyReconciler) loadKeys(s *scope, secret *corev1.Secret, schedu
 	if err != nil {
 		return r.keysInvalid(s, err)
 	}
-	s.keySet = set
+	s.keySet, s.keySource = set, source(secret)
 	retention := timingFor(s.policy).retention
 	sort.SliceStable(schedule, func(i, j int) bool { return schedule[i].Created.Before(schedule[j].Created) })
 	for _, sk := range schedule {
@@ -311,9 +322,27 @@ func (r *TokenPolicyReconciler) loadKeys(s *scope, secret *corev1.Secret, schedu
 // keysInvalid records that the key Secret cannot be used: a False condition and a Warning event, and no
 // error for this step, so that the pass still reports status and the shards.
 func (r *TokenPolicyReconciler) keysInvalid(s *scope, err error) error {
-	s.keysErr = err
+	s.keysErr = &problem{reason: v1alpha1.ReasonSecretMalformed, err: err}
 	r.event(s.policy, corev1.EventTypeWarning, v1alpha1.EventInvalidSigningSecret, "LoadKeys", "%v", err)
 	return nil
+}
+
+// materialiseKeys copies the keys the pass loaded into the issuer's namespace, in the Secret format the
+// issuer reads (and nothing else of the Secret they came from), or deletes the copy when there are none:
+// the issuer serves a policy only with keys the controller validated and permitted.
+func (r *TokenPolicyReconciler) materialiseKeys(ctx context.Context, s *scope) error {
+	name := s.policy.IssuerKeysSecretName()
+	if s.keySet == nil {
+		return r.unmaterialise(ctx, name)
+	}
+	data, active, err := s.keySet.Data()
+	if err != nil {
+		return err
+	}
+	return r.materialise(ctx, s.policy, name, v1alpha1.ComponentSigningKeys, data, map[string]string{
+		v1alpha1.AnnotationActiveKey: active,
+		v1alpha1.AnnotationSource:    s.keySource,
+	})
 }
 
 func metaTime(t *time.Time) *metav1.Time {
@@ -329,3 +358,6 @@ func (r *TokenPolicyReconciler) event(p *v1alpha1.TokenPolicy, eventType, reason
 		r.Recorder.Eventf(p, nil, eventType, reason, action, note, args...)
 	}
 }
+
+// source is the value of AnnotationSource for a copy made from secret.
+func source(secret *corev1.Secret) string { return secret.Name + "@" + secret.ResourceVersion }

@@ -17,7 +17,8 @@ func (r *TokenPolicyReconciler) patchStatus(ctx context.Context, original *v1alp
 	p := s.policy
 	st := &p.Status
 	gen := p.Generation
-	st.IssuerURL = IssuerURLFor(r.IssuerURL, p.Namespace, p.Name)
+	st.IssuerURL = p.IssuerURL(r.IssuerURL)
+	st.IssuerNamespace, st.ObjectPrefix = r.IssuerNamespace, p.ObjectPrefix()
 	st.JWKSConfigMap = s.jwksName
 	if s.keySet != nil {
 		st.ActiveKeyID = s.keySet.Active.ID
@@ -32,30 +33,46 @@ func (r *TokenPolicyReconciler) patchStatus(ctx context.Context, original *v1alp
 		st.RevokedSessions = &revoked
 	}
 
-	keysReady := condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionTrue, v1alpha1.ReasonKeysAvailable, "Signing key "+st.ActiveKeyID+" is active and published")
+	keysReady := condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionTrue, v1alpha1.ReasonKeysAvailable,
+		"Signing key "+st.ActiveKeyID+" is active, published and handed to the issuer")
 	switch {
 	case s.keysErr != nil:
-		keysReady = condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionFalse, v1alpha1.ReasonSecretMalformed, s.keysErr.Error())
+		keysReady = condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionFalse, s.keysErr.reason, s.keysErr.err.Error())
 	case s.keySet == nil && passErr != nil:
 		keysReady = condition(v1alpha1.ConditionKeysReady, gen, metav1.ConditionUnknown, v1alpha1.ReasonReconcileError, passErr.Error())
 	}
-	storeReady := condition(v1alpha1.ConditionRevocationStoreReady, gen, metav1.ConditionTrue, v1alpha1.ReasonShardsAvailable, "Every shard exists and has room")
+	loginReady := condition(v1alpha1.ConditionLoginReady, gen, metav1.ConditionTrue, v1alpha1.ReasonLoginAvailable, s.login)
+	switch {
+	case s.loginErr != nil:
+		loginReady = condition(v1alpha1.ConditionLoginReady, gen, metav1.ConditionFalse, s.loginErr.reason, s.loginErr.err.Error())
+	case s.login == "" && passErr != nil:
+		loginReady = condition(v1alpha1.ConditionLoginReady, gen, metav1.ConditionUnknown, v1alpha1.ReasonReconcileError, passErr.Error())
+	case s.login == "":
+		loginReady = condition(v1alpha1.ConditionLoginReady, gen, metav1.ConditionUnknown, v1alpha1.ReasonReconcileError, "Not checked yet")
+	case p.UsersSecretName() == "":
+		loginReady.Reason = v1alpha1.ReasonPasswordLoginOff
+	}
+	storeReady := condition(v1alpha1.ConditionRevocationStoreReady, gen, metav1.ConditionTrue, v1alpha1.ReasonShardsAvailable,
+		"Every shard exists in namespace "+r.IssuerNamespace+" and has room")
 	switch {
 	case s.shardsErr != nil:
 		storeReady = condition(v1alpha1.ConditionRevocationStoreReady, gen, metav1.ConditionFalse, v1alpha1.ReasonShardNearBudget, s.shardsErr.Error())
 	case s.shardStats == nil && passErr != nil:
 		storeReady = condition(v1alpha1.ConditionRevocationStoreReady, gen, metav1.ConditionUnknown, v1alpha1.ReasonReconcileError, passErr.Error())
 	}
-	ready := condition(v1alpha1.ConditionReady, gen, metav1.ConditionTrue, v1alpha1.ReasonReady, "Tokens can be issued, refreshed and revoked")
+	ready := condition(v1alpha1.ConditionReady, gen, metav1.ConditionTrue, v1alpha1.ReasonReady,
+		"The issuer has this policy's keys, login material and revocation state: tokens can be issued, refreshed and revoked")
 	switch {
 	case keysReady.Status != metav1.ConditionTrue:
 		ready = condition(v1alpha1.ConditionReady, gen, keysReady.Status, v1alpha1.ReasonKeysNotReady, keysReady.Message)
+	case loginReady.Status != metav1.ConditionTrue:
+		ready = condition(v1alpha1.ConditionReady, gen, loginReady.Status, v1alpha1.ReasonLoginNotReady, loginReady.Message)
 	case storeReady.Status != metav1.ConditionTrue:
 		ready = condition(v1alpha1.ConditionReady, gen, storeReady.Status, v1alpha1.ReasonRevocationStoreFailed, storeReady.Message)
 	case passErr != nil:
 		ready = condition(v1alpha1.ConditionReady, gen, metav1.ConditionUnknown, v1alpha1.ReasonReconcileError, passErr.Error())
 	}
-	for _, c := range []metav1.Condition{keysReady, storeReady, ready} {
+	for _, c := range []metav1.Condition{keysReady, loginReady, storeReady, ready} {
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
 	if passErr == nil {

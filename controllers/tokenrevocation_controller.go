@@ -24,13 +24,16 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
-// TokenRevocationReconciler records each TokenRevocation in its policy's revocation shards, through the
+// TokenRevocationReconciler records each TokenRevocation in its policy's revocation objects, through the
 // same shard-writing code and the same rules the issuer uses.
 type TokenRevocationReconciler struct {
-	Client    client.Client
-	APIReader client.Reader
-	Recorder  events.EventRecorder
-	Clock     clock.PassiveClock
+	Client   client.Client
+	Recorder events.EventRecorder
+	Clock    clock.PassiveClock
+	// IssuerNamespace is where the policies' revocation objects are.
+	IssuerNamespace string
+	// Revocations writes to them.
+	Revocations *configmap.Keeper
 }
 
 // +kubebuilder:rbac:groups=tokenwarden.io,resources=tokenrevocations,verbs=get;list;watch
@@ -57,79 +60,37 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 
 	now := r.Clock.Now()
-	policyKey := client.ObjectKeyFromObject(policy)
+	h := configmap.For(policy, r.IssuerNamespace)
 	lifetime := policy.Spec.RefreshToken.Lifetime.Duration
-	var place revocation.Place
-	var key, target string
-	var decide configmap.Mutation
-	// Decisions go to the policy's journal, where the issuer's compare-and-swap sees them; the record may
-	// be in the shard's base or a sealed segment. Revocations only ever move a record towards revoked, and
-	// revocation.Newer keeps the more revoked of two values, so a record written from an older copy cannot
-	// undo anything.
-	base := &corev1.ConfigMap{}
+	var target, shard string
 	if tr.Spec.SessionID != "" {
-		shard, ok := revocation.ShardOfSession(tr.Spec.SessionID)
+		i, ok := revocation.ShardOfSession(tr.Spec.SessionID)
 		if !ok {
 			return ctrl.Result{}, r.setApplied(ctx, tr, metav1.ConditionFalse, v1alpha1.ReasonInvalidSessionID,
 				fmt.Sprintf("%q is not a session id this issuer made", tr.Spec.SessionID), "", "")
 		}
-		place, key, target = revocation.Place{Policy: policyKey, Shard: shard}, revocation.SessionKey(tr.Spec.SessionID), "session "+tr.Spec.SessionID
-		decide = func(data map[string]string) (bool, error) {
-			var cur *revocation.Session
-			if v := revocation.Newer(key, base.Data[key], data[key]); v != "" {
-				s, err := revocation.DecodeSession(v)
-				if err != nil {
-					return false, fmt.Errorf("session record %s: %w", tr.Spec.SessionID, err)
-				}
-				cur = &s
-			}
-			// Without a record the session's end is unknown; it is at most one refresh lifetime away.
-			next := revocation.DecideRevokeSession(cur, revocation.RevokeSessionRequest{Place: place, SessionID: tr.Spec.SessionID,
-				Expiry: now.Add(lifetime + RetirementLeeway), Reason: reasonOf(tr), Now: now})
-			if next == nil {
-				return false, nil
-			}
-			data[key] = revocation.EncodeSession(*next)
-			return true, nil
-		}
+		target = "session " + tr.Spec.SessionID
+		// Without a record the session's end is unknown; it is at most one refresh lifetime away.
+		shard, err = r.Revocations.RevokeSession(ctx, h, revocation.RevokeSessionRequest{Place: revocation.Place{Policy: h.Key, Shard: i},
+			SessionID: tr.Spec.SessionID, Expiry: now.Add(lifetime + configmap.RetirementLeeway), Reason: reasonOf(tr), Now: now})
 	} else {
 		// Every session that logged in before the TokenRevocation was created ends at most one refresh
-		// lifetime after it; the mark is kept that long.
-		// creationTimestamp has whole seconds: the revocation happened within the second after it, so the
-		// mark covers that whole second (a login in the same second is revoked too, on the safe side).
+		// lifetime after it; the mark is kept that long. creationTimestamp has whole seconds: the revocation
+		// happened within the second after it, so the mark covers that whole second (a login in the same
+		// second is revoked too, on the safe side).
 		before := tr.CreationTimestamp.Add(time.Second)
-		place = revocation.Place{Policy: policyKey, Shard: revocation.ShardOf(tr.Spec.Subject, int(policy.Spec.Revocation.Shards))}
-		key, target = revocation.SubjectKey(tr.Spec.Subject), "subject "+tr.Spec.Subject
-		decide = func(data map[string]string) (bool, error) {
-			var cur *revocation.Subject
-			if v := revocation.Newer(key, base.Data[key], data[key]); v != "" {
-				s, err := revocation.DecodeSubject(v)
-				if err != nil {
-					return false, fmt.Errorf("subject record: %w", err)
-				}
-				cur = &s
-			}
-			next := revocation.DecideRevokeSubject(cur, revocation.RevokeSubjectRequest{Place: place, Subject: tr.Spec.Subject,
-				Before: before, Expiry: before.Add(lifetime + RetirementLeeway), Reason: reasonOf(tr)})
-			if next == nil {
-				return false, nil
-			}
-			data[key] = revocation.EncodeSubject(*next)
-			return true, nil
-		}
+		target = "subject " + tr.Spec.Subject
+		shard, err = r.Revocations.RevokeSubject(ctx, h, revocation.RevokeSubjectRequest{
+			Place:   revocation.Place{Policy: h.Key, Shard: revocation.ShardOf(tr.Spec.Subject, int(policy.Spec.Revocation.Shards))},
+			Subject: tr.Spec.Subject, Before: before, Expiry: before.Add(lifetime + configmap.RetirementLeeway), Reason: reasonOf(tr)})
 	}
-	shard := types.NamespacedName{Namespace: tr.Namespace, Name: revocation.ShardName(policy.Name, place.Shard)}
-	if err := r.APIReader.Get(ctx, shard, base); err != nil {
-		return ctrl.Result{}, wrapf(err, "read shard %s", shard.Name) // the shard may not exist yet: retry
-	}
-	journal := types.NamespacedName{Namespace: tr.Namespace, Name: revocation.JournalName(policy.Name)}
-	if _, _, err := configmap.UpdateShard(ctx, r.Client, r.APIReader, journal, nil, decide); err != nil {
-		return ctrl.Result{}, wrapf(err, "record revocation of %s", target) // the shard may not exist yet: retry
+	if err != nil {
+		return ctrl.Result{}, wrapf(err, "record revocation of %s", target) // the objects may not exist yet: retry
 	}
 	r.Recorder.Eventf(tr, policy, corev1.EventTypeNormal, v1alpha1.EventRevocationApplied, "Revoke", "Revoked %s of TokenPolicy %s: %s", target, policy.Name, reasonOf(tr))
-	log.FromContext(ctx).Info("Applied TokenRevocation", "target", target, "shard", shard.Name)
+	log.FromContext(ctx).Info("Applied TokenRevocation", "target", target, "shard", shard)
 	tr.Status.AppliedAt = &metav1.Time{Time: now}
-	return ctrl.Result{}, r.setApplied(ctx, tr, metav1.ConditionTrue, v1alpha1.ReasonApplied, "Recorded in "+shard.Name+"; every issuer replica refuses the revoked sessions", target, shard.Name)
+	return ctrl.Result{}, r.setApplied(ctx, tr, metav1.ConditionTrue, v1alpha1.ReasonApplied, "Recorded in "+r.IssuerNamespace+"/"+shard+"; every issuer replica refuses the revoked sessions", target, shard)
 }
 
 func reasonOf(tr *v1alpha1.TokenRevocation) string {

@@ -87,7 +87,7 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 	access := func() (introspection, bool) {
 		c, err := p.Codec.VerifyAccess(raw)
-		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.AuthTime.Time()) != nil {
+		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "access_token", Scope: c.Scope, ClientID: c.ClientID,
@@ -97,8 +97,8 @@ func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 	refresh := func() (introspection, bool) {
 		c, err := p.Codec.VerifyRefresh(raw)
 		// A refresh token that has been rotated away can no longer be used (presenting it is reuse).
-		if err != nil || s.store.Valid(p.Key, c.SessionID, c.Subject, c.AuthTime.Time()) != nil ||
-			!s.store.Current(p.Key, c.SessionID, c.Generation) {
+		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil ||
+			!s.store.Current(p.State, c.SessionID, c.Generation) {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "refresh_token", Scope: c.Scope, ClientID: c.ClientID,

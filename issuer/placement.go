@@ -12,7 +12,7 @@ import (
 // at login, which its id carries (revocation.NewSessionID). ok is false for an id without a shard.
 func placement(p *Policy, sid string) (revocation.Place, bool) {
 	shard, ok := revocation.ShardOfSession(sid)
-	return revocation.Place{Policy: p.Key, Shard: shard}, ok
+	return revocation.Place{Policy: p.State, Shard: shard}, ok
 }
 
 // shardRoom is implemented by stores that can tell, without blocking, whether a shard has room for new
@@ -30,7 +30,7 @@ func (s *Server) newSessionID(p *Policy) string {
 	if r, ok := s.store.(shardRoom); ok {
 		room := make([]int, 0, n)
 		for i := range n {
-			if r.HasRoom(revocation.Place{Policy: p.Key, Shard: i}) {
+			if r.HasRoom(revocation.Place{Policy: p.State, Shard: i}) {
 				room = append(room, i)
 			}
 		}

@@ -15,6 +15,9 @@ import (
 type Policy struct {
 	// Key names the policy.
 	Key types.NamespacedName
+	// State names the policy's revocation objects: the issuer's namespace and the policy's object prefix
+	// (the key of the policy in the revocation store).
+	State types.NamespacedName
 	// Object is the TokenPolicy as observed (for events); never modified.
 	Object *v1alpha1.TokenPolicy
 	// Issuer is the iss of the policy's tokens: <external URL>/<namespace>/<name>.

@@ -128,9 +128,10 @@ type SigningSpec struct {
 	Algorithm SigningAlgorithm `json:"algorithm,omitempty"`
 
 	// SecretName is the Secret that holds the signing keys; default <policy>-signing-keys. When it does not
-	// exist the controller generates it and rotates its keys. A Secret created by someone else is used as
-	// given and never written: every <kid>.pem (or <kid>.key for HS256) entry is a key, and the one named by
-	// the tokenwarden.io/active-key annotation (or the only one) signs.
+	// exist the controller generates it for this policy (and only this policy) and rotates its keys. A Secret
+	// created by someone else is used only if its tokenwarden.io/allowed-policies annotation lists this
+	// policy, as given and never written: every <kid>.pem (or <kid>.key for HS256) entry is a key, and the
+	// one named by the tokenwarden.io/active-key annotation (or the only one) signs.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +optional
@@ -170,7 +171,8 @@ func (r ServiceAccountRef) Matches(namespace, name string) bool {
 // LoginSpec says who may obtain tokens.
 type LoginSpec struct {
 	// PasswordSecretName names a Secret in the policy's namespace whose keys are usernames and whose
-	// values are bcrypt hashes; unset, password login is off.
+	// values are bcrypt hashes (cost 10 to 14); unset, password login is off. The Secret's
+	// tokenwarden.io/allowed-policies annotation must list this policy.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +optional
@@ -266,6 +268,17 @@ type TokenPolicyStatus struct {
 	// +optional
 	IssuerURL string `json:"issuerURL,omitempty"`
 
+	// IssuerNamespace is the issuer's namespace, where the controller materialises what the issuer needs to
+	// serve the policy: its signing keys, its login material and its revocation objects, each named
+	// <objectPrefix>-<what>.
+	// +optional
+	IssuerNamespace string `json:"issuerNamespace,omitempty"`
+
+	// ObjectPrefix is the prefix of the names of those objects, and the value of their
+	// tokenwarden.io/object-prefix label.
+	// +optional
+	ObjectPrefix string `json:"objectPrefix,omitempty"`
+
 	// ActiveKeyID is the kid that signs new tokens.
 	// +optional
 	ActiveKeyID string `json:"activeKeyID,omitempty"`
@@ -295,6 +308,7 @@ type TokenPolicyStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tp;tpol,categories=tokenwarden
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="a TokenPolicy name is at most 63 characters: it is a label value on the objects made for the policy",reason="FieldValueInvalid"
 // +kubebuilder:printcolumn:name="Algorithm",type=string,JSONPath=`.spec.signing.algorithm`
 // +kubebuilder:printcolumn:name="Access",type=string,JSONPath=`.spec.accessToken.lifetime`
 // +kubebuilder:printcolumn:name="Refresh",type=string,JSONPath=`.spec.refreshToken.lifetime`

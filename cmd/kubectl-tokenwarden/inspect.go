@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
@@ -130,9 +129,9 @@ func (o *options) verdict(ctx context.Context, c client.Client, d *decoded) (str
 	if !ok {
 		return "unknown", fmt.Sprintf("the issuer %q is not a tokenwarden policy URL (<issuer>/<namespace>/<policy>)", d.claims.Iss)
 	}
-	p := &v1alpha1.TokenPolicy{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
-		return "unknown", fmt.Sprintf("TokenPolicy %s/%s: %v", ns, name, err)
+	p, err := getPolicy(ctx, c, ns, name)
+	if err != nil {
+		return "unknown", err.Error()
 	}
 	known := false
 	for _, k := range p.Status.Keys {
@@ -145,7 +144,7 @@ func (o *options) verdict(ctx context.Context, c client.Client, d *decoded) (str
 	}
 	now := o.now()
 	expired := d.claims.Exp != 0 && !now.Before(time.Unix(d.claims.Exp, 0))
-	shards, err := listShards(ctx, c, ns, name)
+	shards, err := listShards(ctx, c, p)
 	if err != nil {
 		return "unknown", err.Error()
 	}

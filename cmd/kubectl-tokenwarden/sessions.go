@@ -37,7 +37,11 @@ type sessionRow struct {
 }
 
 func (o *options) sessions(ctx context.Context, c client.Client, ns, policy, subject string) error {
-	shards, err := listShards(ctx, c, ns, policy)
+	p, err := getPolicy(ctx, c, ns, policy)
+	if err != nil {
+		return err
+	}
+	shards, err := listShards(ctx, c, p)
 	if err != nil {
 		return err
 	}

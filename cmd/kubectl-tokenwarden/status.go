@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
@@ -34,9 +34,9 @@ func statusCommand(o *options) *cobra.Command {
 }
 
 func (o *options) status(ctx context.Context, c client.Client, ns, name string) error {
-	p := &v1alpha1.TokenPolicy{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
-		return fmt.Errorf("get TokenPolicy %s/%s: %w", ns, name, err)
+	p, err := getPolicy(ctx, c, ns, name)
+	if err != nil {
+		return err
 	}
 	w := tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
 	printf(w, "Policy:\t%s/%s\n", p.Namespace, p.Name)
@@ -56,7 +56,7 @@ func (o *options) status(ctx context.Context, c client.Client, ns, name string) 
 	}
 	w.Flush()
 
-	shards, err := listShards(ctx, c, ns, name)
+	shards, err := listShards(ctx, c, p)
 	if err != nil {
 		return err
 	}
@@ -99,11 +99,16 @@ func (s shard) records() map[string]string {
 	return out
 }
 
-// listShards returns a policy's shards in index order.
-func listShards(ctx context.Context, c client.Client, ns, policy string) ([]shard, error) {
-	objs, err := configmap.ListObjects(ctx, c, types.NamespacedName{Namespace: ns, Name: policy})
+// listShards returns policy p's shards in index order, read where the controller keeps them (the issuer's
+// namespace, in the policy's status).
+func listShards(ctx context.Context, c client.Client, p *v1alpha1.TokenPolicy) ([]shard, error) {
+	ns := p.Status.IssuerNamespace
+	if ns == "" {
+		return nil, fmt.Errorf("TokenPolicy %s/%s has no status.issuerNamespace yet: is the tokenwarden controller running?", p.Namespace, p.Name)
+	}
+	objs, err := configmap.For(p, ns).List(ctx, c)
 	if err != nil {
-		return nil, err
+		return nil, forbidden(err, "read the revocation ConfigMaps in namespace "+ns, "the Role "+viewerRole+" in namespace "+ns)
 	}
 	pending := objs.Pending()
 	out := make([]shard, 0, len(objs.Bases))
@@ -111,4 +116,26 @@ func listShards(ctx context.Context, c client.Client, ns, policy string) ([]shar
 		out = append(out, shard{name: objs.Bases[i].Name, base: objs.Bases[i].Data, pending: pending[i]})
 	}
 	return out, nil
+}
+
+// viewerRole is the name the chart gives, with the default release name, to the ClusterRole (TokenPolicies,
+// TokenRevocations) and the Role of its namespace (revocation ConfigMaps) that the read commands need.
+const viewerRole = "tokenwarden-revocation-viewer"
+
+// getPolicy reads TokenPolicy ns/name.
+func getPolicy(ctx context.Context, c client.Client, ns, name string) (*v1alpha1.TokenPolicy, error) {
+	p := &v1alpha1.TokenPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		return nil, forbidden(fmt.Errorf("get TokenPolicy %s/%s: %w", ns, name, err), "read TokenPolicies in namespace "+ns, "the ClusterRole "+viewerRole)
+	}
+	return p, nil
+}
+
+// forbidden turns a Forbidden error into one that says which role grants what was refused.
+func forbidden(err error, what, role string) error {
+	if !apierrors.IsForbidden(err) {
+		return err
+	}
+	return fmt.Errorf("%w\nYou may not %s. Ask for %s to be bound to you (the tokenwarden chart creates it; "+
+		"with a release not named tokenwarden it is <release>-revocation-viewer).", err, what, role)
 }

@@ -23,6 +23,7 @@ import (
 // ControllerConfig is the controller's configuration.
 type ControllerConfig struct {
 	IssuerURL        string
+	IssuerNamespace  string
 	MetricsAddr      string
 	ProbeAddr        string
 	LeaderElection   bool
@@ -35,6 +36,7 @@ type ControllerConfig struct {
 func controllerFlags(fs *flag.FlagSet) runner {
 	c := &ControllerConfig{}
 	fs.StringVar(&c.IssuerURL, "issuer-url", "", "external base URL of the issuer; a policy is served at <issuer-url>/<namespace>/<name> (required)")
+	fs.StringVar(&c.IssuerNamespace, "issuer-namespace", podNamespace(), "the issuer's namespace, where the controller materialises each policy's keys, users and revocation objects for it (default: the controller's own)")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", true, "elect a leader so that only one replica reconciles")
@@ -50,6 +52,9 @@ func (c *ControllerConfig) Validate() error {
 	var errs []error
 	if u, err := url.Parse(c.IssuerURL); c.IssuerURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("--issuer-url must be an absolute http(s) URL, got %q", c.IssuerURL))
+	}
+	if err := validNamespace("issuer-namespace", c.IssuerNamespace); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600 (objects are limited to 1 MiB), got %d", c.ShardBudget))
@@ -77,7 +82,7 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, IssuerNamespace: c.IssuerNamespace, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}); err != nil {
 		return err
 	}
 	if c.ProbeAddr != "0" {

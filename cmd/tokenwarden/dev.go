@@ -30,6 +30,9 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/kube"
 )
 
+// devNamespace is the issuer's namespace in the dev mode.
+const devNamespace = "tokenwarden-system"
+
 // DevConfig is the all-in-one development mode: a local control plane, the CRDs, the controller, the
 // issuer and the samples, in one process.
 type DevConfig struct {
@@ -116,15 +119,22 @@ func (c *DevConfig) Run(ctx context.Context) error {
 		return err
 	}
 
+	// The issuer runs in a namespace of its own, as the chart installs it: the controller materialises there
+	// what it serves.
+	if err := createIfMissing(ctx, cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: devNamespace}}); err != nil {
+		return fmt.Errorf("create namespace %s: %w", devNamespace, err)
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	issuerURL := "http://" + c.Listen
 	errs := make(chan error, 2)
 	go func() {
-		errs <- (&ControllerConfig{IssuerURL: issuerURL, MetricsAddr: "0", ProbeAddr: "0", ShardBudget: defaultShardBudget(), ShardStatus: 10 * time.Second}).run(ctx, cfg, logger)
+		errs <- (&ControllerConfig{IssuerURL: issuerURL, IssuerNamespace: devNamespace, MetricsAddr: "0", ProbeAddr: "0",
+			ShardBudget: defaultShardBudget(), ShardStatus: 10 * time.Second}).run(ctx, cfg, logger)
 	}()
 	go func() {
-		errs <- (&IssuerConfig{ExternalURL: issuerURL, Listen: c.Listen}).withDefaults().run(ctx, cfg, logger)
+		errs <- (&IssuerConfig{ExternalURL: issuerURL, Namespace: devNamespace, Listen: c.Listen}).withDefaults().run(ctx, cfg, logger)
 	}()
 	if err := c.applySamples(ctx, cl); err != nil {
 		return err

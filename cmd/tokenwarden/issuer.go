@@ -21,6 +21,7 @@ import (
 // IssuerConfig is the issuer's configuration.
 type IssuerConfig struct {
 	ExternalURL   string
+	Namespace     string
 	Listen        string
 	ShardBudget   int
 	WriteTimeout  time.Duration
@@ -37,6 +38,7 @@ type IssuerConfig struct {
 func issuerFlags(fs *flag.FlagSet) runner {
 	c := (&IssuerConfig{}).withDefaults()
 	fs.StringVar(&c.ExternalURL, "external-url", "", "URL clients reach the issuer at; policy namespace/name is served at <external-url>/<namespace>/<name> (required)")
+	fs.StringVar(&c.Namespace, "namespace", podNamespace(), "the issuer's namespace: the only one whose Secrets and ConfigMaps it reads and writes (default: the pod's own)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve HTTP on")
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
@@ -75,6 +77,9 @@ func (c *IssuerConfig) Validate() error {
 	if u, err := url.Parse(c.ExternalURL); c.ExternalURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("--external-url must be an absolute http(s) URL, got %q", c.ExternalURL))
 	}
+	if err := validNamespace("namespace", c.Namespace); err != nil {
+		errs = append(errs, err)
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
 	}
@@ -106,7 +111,7 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
-	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Listener: ln, ShardBudget: c.ShardBudget,
+	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, ShardBudget: c.ShardBudget,
 		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		Logger: logger.WithName("issuer")})
 }

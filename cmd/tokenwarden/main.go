@@ -8,7 +8,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // command is one subcommand: it registers its flags, then runs with them.
@@ -77,4 +80,25 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'tokenwarden <subcommand> -h' for its flags.")
+}
+
+// podNamespace is the namespace the process runs in, for flag defaults: $POD_NAMESPACE (the chart sets it
+// from the downward API), else the namespace of the mounted ServiceAccount token, else "".
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// validNamespace checks a namespace flag.
+func validNamespace(flagName, ns string) error {
+	if errs := validation.IsDNS1123Label(ns); ns == "" || len(errs) > 0 {
+		return fmt.Errorf("--%s must name a namespace (it defaults to $POD_NAMESPACE or the pod's own), got %q", flagName, ns)
+	}
+	return nil
 }

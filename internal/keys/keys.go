@@ -331,3 +331,17 @@ func PublicJWKS(alg v1alpha1.SigningAlgorithm, list []*Key) (JWKS, error) {
 func (j JWKS) Marshal() ([]byte, error) {
 	return json.MarshalIndent(j, "", "  ")
 }
+
+// Data is the set in the Secret format FromSecret reads: every key under its DataKey, and the kid that
+// signs, for the tokenwarden.io/active-key annotation.
+func (s *Set) Data() (map[string][]byte, string, error) {
+	data := make(map[string][]byte, len(s.byID))
+	for _, k := range s.byID {
+		b, err := k.Encode()
+		if err != nil {
+			return nil, "", err
+		}
+		data[k.DataKey()] = b
+	}
+	return data, s.Active.ID, nil
+}

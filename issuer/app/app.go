@@ -34,6 +34,9 @@ import (
 type Options struct {
 	// ExternalURL is where clients reach the issuer; every replica of one issuer has the same.
 	ExternalURL string
+	// Namespace is the issuer's own, where the controller materialises what it serves: the only namespace
+	// whose Secrets and ConfigMaps the replica reads and writes.
+	Namespace string
 	// Listener is where the replica serves HTTP.
 	Listener net.Listener
 	// ShardBudget and WriteTimeout configure the revocation store; zero means its defaults.
@@ -61,15 +64,17 @@ type Options struct {
 	ServerOptions func(*issuer.ServerConfig)
 }
 
-// CacheOptions are the replica's informers: every TokenPolicy, and only the Secrets and ConfigMaps it
-// reads (signing keys and users; revocation shards), selected by label.
-func CacheOptions() cache.Options {
+// CacheOptions are the replica's informers: every TokenPolicy, and of its own namespace only the Secrets and
+// ConfigMaps the controller materialises there (signing keys and users; revocation objects), selected by
+// label.
+func CacheOptions(namespace string) cache.Options {
 	secrets, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentSigningKeys, v1alpha1.ComponentUsers})
 	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.Equals, []string{v1alpha1.ComponentRevocations})
+	own := map[string]cache.Config{namespace: {}}
 	// managedFields name every data key of a ConfigMap: as large as the keys themselves, and never read.
 	return cache.Options{Scheme: kube.Scheme(), DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:    {Label: labels.NewSelector().Add(*secrets)},
-		&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*shards)},
+		&corev1.Secret{}:    {Namespaces: own, Label: labels.NewSelector().Add(*secrets)},
+		&corev1.ConfigMap{}: {Namespaces: own, Label: labels.NewSelector().Add(*shards)},
 	}}
 }
 
@@ -85,7 +90,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	// costs the API server and the replica more CPU than it saves there.
 	cfg = rest.CopyConfig(cfg)
 	cfg.DisableCompression = true
-	informers, err := cache.New(cfg, CacheOptions())
+	if o.Namespace == "" {
+		return errors.New("no namespace for the issuer")
+	}
+	informers, err := cache.New(cfg, CacheOptions(o.Namespace))
 	if err != nil {
 		return err
 	}
@@ -107,7 +115,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if _, err := shardInformer.AddEventHandler(store.EventHandler()); err != nil {
 		return err
 	}
-	source := policies.New(informers, o.ExternalURL, o.Clock, o.Logger.WithName("policies"))
+	source := policies.New(informers, o.Namespace, o.ExternalURL, o.Clock, o.Logger.WithName("policies"))
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: clientset.EventsV1()})
 	stopEvents := make(chan struct{})
 	broadcaster.StartRecordingToSink(stopEvents)

@@ -2,31 +2,32 @@ package policies
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/subtle"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/keys"
+	"github.com/tokenwarden/tokenwarden/internal/login"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
 )
 
-// Source is an issuer.Policies fed by informers.
+// Source is an issuer.Policies fed by informers: every TokenPolicy, and the keys and login material the
+// controller materialised for them in the issuer's namespace. The issuer serves a policy once its keys are
+// there: the controller puts them there only after it validated them and the policy may use them.
 type Source struct {
 	reader      client.Reader // the informer cache
+	namespace   string        // the issuer's
 	externalURL string
 	clock       clock.PassiveClock
 	log         logr.Logger
@@ -39,10 +40,10 @@ type Source struct {
 
 var _ issuer.Policies = (*Source)(nil)
 
-// New returns a Source that reads through c (an informer cache that holds TokenPolicies and the labelled
-// Secrets) and serves each policy at externalURL/<namespace>/<name>.
-func New(c client.Reader, externalURL string, clk clock.PassiveClock, log logr.Logger) *Source {
-	return &Source{reader: c, externalURL: externalURL, clock: clk, log: log,
+// New returns a Source that reads through c (an informer cache that holds TokenPolicies and the Secrets of
+// namespace, the issuer's) and serves each policy at externalURL/<namespace>/<name>.
+func New(c client.Reader, namespace, externalURL string, clk clock.PassiveClock, log logr.Logger) *Source {
+	return &Source{reader: c, namespace: namespace, externalURL: externalURL, clock: clk, log: log,
 		policies: map[types.NamespacedName]*issuer.Policy{}, problems: map[types.NamespacedName]string{}}
 }
 
@@ -77,7 +78,7 @@ func (s *Source) Start(ctx context.Context, c cache.Cache) error {
 	return nil
 }
 
-// changed rebuilds what obj affects: the policy itself, or the policies of the Secret's namespace.
+// changed rebuilds what obj affects: the policy itself, or the policy a Secret was materialised for.
 func (s *Source) changed(ctx context.Context, obj any) {
 	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
@@ -90,16 +91,9 @@ func (s *Source) changed(ctx context.Context, obj any) {
 		s.rebuild(ctx, client.ObjectKeyFromObject(o))
 		return
 	}
-	var list v1alpha1.TokenPolicyList
-	if err := s.reader.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
-		s.log.Error(err, "Listing TokenPolicies after a Secret change failed", "secret", klog.KObj(o))
-		return
-	}
-	for i := range list.Items {
-		p := &list.Items[i]
-		if secretName(p) == o.GetName() || p.Spec.Login.PasswordSecretName == o.GetName() {
-			s.rebuild(ctx, client.ObjectKeyFromObject(p))
-		}
+	ns, name := o.GetLabels()[v1alpha1.LabelPolicyNamespace], o.GetLabels()[v1alpha1.LabelPolicy]
+	if o.GetNamespace() == s.namespace && ns != "" && name != "" {
+		s.rebuild(ctx, types.NamespacedName{Namespace: ns, Name: name})
 	}
 }
 
@@ -113,11 +107,12 @@ func (s *Source) rebuild(ctx context.Context, key types.NamespacedName) {
 		s.policies[key] = p
 		delete(s.problems, key)
 	case err != nil:
-		// Keep serving what was loaded before (keys being rotated, a Secret briefly missing): refusing
-		// every token of the policy would be worse than serving with the last good keys.
+		// The controller validated what it materialised, so this is a copy changed by hand: serve nothing
+		// rather than something nobody checked. The policy's status says whether it should be served.
 		if s.problems[key] != err.Error() {
-			s.log.Info("TokenPolicy cannot be served with its current objects", "policy", key, "reason", err.Error())
+			s.log.Info("TokenPolicy cannot be served with what is materialised for it", "policy", key, "reason", err.Error())
 		}
+		delete(s.policies, key)
 		s.problems[key] = err.Error()
 	default:
 		delete(s.policies, key)
@@ -125,31 +120,43 @@ func (s *Source) rebuild(ctx context.Context, key types.NamespacedName) {
 	}
 }
 
+// build builds the policy key from the cache: nil, nil when it is not (or no longer) to be served.
 func (s *Source) build(ctx context.Context, key types.NamespacedName) (*issuer.Policy, error) {
 	obj := &v1alpha1.TokenPolicy{}
 	if err := s.reader.Get(ctx, key, obj); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
+	if !obj.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	secret := &corev1.Secret{}
-	if err := s.reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: secretName(obj)}, secret); err != nil {
-		return nil, fmt.Errorf("signing-key secret %s: %w", secretName(obj), err)
+	if err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: obj.IssuerKeysSecretName()}, secret); err != nil {
+		// Not materialised (yet): the controller has not validated the policy's keys, or refused them.
+		return nil, client.IgnoreNotFound(err)
 	}
 	set, err := keys.FromSecret(obj.Spec.Signing.Algorithm, secret)
 	if err != nil {
 		return nil, err
 	}
-	iss := IssuerURL(s.externalURL, key)
+	iss := obj.IssuerURL(s.externalURL)
 	codec, err := token.New(token.Policy{Issuer: iss, Audiences: obj.Spec.Audiences, AccessLifetime: obj.Spec.AccessToken.Lifetime.Duration, Keys: set}, s.clock)
 	if err != nil {
 		return nil, err
 	}
-	p := &issuer.Policy{Key: key, Object: obj, Issuer: iss, Codec: codec, Keys: set}
-	if name := obj.Spec.Login.PasswordSecretName; name != "" {
+	p := &issuer.Policy{Key: key, State: types.NamespacedName{Namespace: s.namespace, Name: obj.ObjectPrefix()}, Object: obj, Issuer: iss, Codec: codec, Keys: set}
+	if obj.UsersSecretName() != "" {
 		users := &corev1.Secret{}
-		if err := s.reader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, users); err != nil {
-			return nil, fmt.Errorf("password secret %s (label it %s=%s): %w", name, v1alpha1.LabelComponent, v1alpha1.ComponentUsers, err)
+		err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: obj.IssuerUsersSecretName()}, users)
+		switch {
+		case err == nil:
+			if p.Users, err = login.New(users.Data); err != nil {
+				return nil, err
+			}
+		case !apierrors.IsNotFound(err):
+			return nil, err
 		}
-		p.Users = newPasswords(users.Data)
+		// Not materialised: the controller refused the users Secret (the policy's LoginReady condition says
+		// why), so password login is off.
 	}
 	return p, nil
 }
@@ -165,60 +172,3 @@ func (s *Source) Get(namespace, name string) (*issuer.Policy, bool) {
 // Ready reports whether the caches have synced and every policy has been built once.
 func (s *Source) Ready() bool { return s.synced.Load() }
 
-// IssuerURL is the iss of policy key when the issuer is reached at externalURL.
-func IssuerURL(externalURL string, key types.NamespacedName) string {
-	for len(externalURL) > 0 && externalURL[len(externalURL)-1] == '/' {
-		externalURL = externalURL[:len(externalURL)-1]
-	}
-	return externalURL + "/" + key.Namespace + "/" + key.Name
-}
-
-func secretName(p *v1alpha1.TokenPolicy) string {
-	if p.Spec.Signing.SecretName != "" {
-		return p.Spec.Signing.SecretName
-	}
-	return p.Name + "-signing-keys"
-}
-
-// passwords checks usernames and passwords against bcrypt hashes. An unknown user costs one bcrypt
-// comparison, like a known one, so timing does not tell which usernames exist.
-type passwords struct {
-	hashes map[string][]byte
-}
-
-// decoy is a bcrypt hash (cost 10, the default) of a random password nobody knows, compared against for
-// unknown users.
-var decoy = sync.OnceValue(func() []byte {
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	h, err := bcrypt.GenerateFromPassword(secret, bcrypt.DefaultCost)
-	if err != nil {
-		panic(err) // only for a password over 72 bytes
-	}
-	return h
-})
-
-func newPasswords(data map[string][]byte) *passwords {
-	p := &passwords{hashes: make(map[string][]byte, len(data))}
-	for user, hash := range data {
-		p.hashes[user] = append([]byte(nil), hash...)
-	}
-	return p
-}
-
-// Check implements issuer.PasswordChecker.
-func (p *passwords) Check(username, password string) bool {
-	hash, known := p.hashes[username]
-	if !known {
-		hash = decoy()
-	}
-	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
-	return subtle.ConstantTimeEq(boolInt(known), 1)&subtle.ConstantTimeEq(boolInt(ok), 1) == 1
-}
-
-func boolInt(b bool) int32 {
-	if b {
-		return 1
-	}
-	return 0
-}

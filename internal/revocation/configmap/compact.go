@@ -11,10 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
@@ -25,12 +23,13 @@ type Objects struct {
 	Segments map[uint64]*corev1.ConfigMap
 }
 
-// Classify sorts a policy's revocation ConfigMaps by role; others are left out.
-func Classify(policy string, items []corev1.ConfigMap) Objects {
+// Classify sorts the revocation ConfigMaps of the policy whose object prefix is prefix by role; others are
+// left out.
+func Classify(prefix string, items []corev1.ConfigMap) Objects {
 	o := Objects{Bases: map[int]*corev1.ConfigMap{}, Segments: map[uint64]*corev1.ConfigMap{}}
 	for i := range items {
 		cm := &items[i]
-		switch role, n := revocation.RoleOf(policy, cm.Name); role {
+		switch role, n := revocation.RoleOf(prefix, cm.Name); role {
 		case revocation.RoleBase:
 			o.Bases[int(n)] = cm
 		case revocation.RoleJournal:
@@ -84,14 +83,13 @@ func (o Objects) Pending() map[int]map[string]string {
 	return pending
 }
 
-// listSegments reads a policy's sealed segments with reader.
-func listSegments(ctx context.Context, reader client.Reader, policy types.NamespacedName) (map[uint64]*corev1.ConfigMap, error) {
+// listSegments reads the policy's sealed segments with reader.
+func (h Policy) listSegments(ctx context.Context, reader client.Reader) (map[uint64]*corev1.ConfigMap, error) {
 	var list corev1.ConfigMapList
-	if err := reader.List(ctx, &list, client.InNamespace(policy.Namespace), client.MatchingLabels{v1alpha1.LabelPolicy: policy.Name,
-		v1alpha1.LabelComponent: v1alpha1.ComponentRevocations, v1alpha1.LabelRevocationRole: v1alpha1.RevocationRoleSegment}); err != nil {
-		return nil, fmt.Errorf("list the sealed segments of %s: %w", policy.Name, err)
+	if err := reader.List(ctx, &list, client.InNamespace(h.Key.Namespace), h.selector(true)); err != nil {
+		return nil, fmt.Errorf("list the sealed segments of %s: %w", h.Owner, err)
 	}
-	return Classify(policy.Name, list.Items).Segments, nil
+	return Classify(h.Key.Name, list.Items).Segments, nil
 }
 
 // CompactResult says what a Compact did.
@@ -99,16 +97,6 @@ type CompactResult struct {
 	Segments     int // segments merged and deleted
 	Writes       int // API writes, deletions included
 	BytesWritten int // data sent in base Updates
-}
-
-// ListObjects reads a policy's revocation ConfigMaps with reader.
-func ListObjects(ctx context.Context, reader client.Reader, policy types.NamespacedName) (Objects, error) {
-	var list corev1.ConfigMapList
-	if err := reader.List(ctx, &list, client.InNamespace(policy.Namespace), client.MatchingLabels{
-		v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
-		return Objects{}, fmt.Errorf("list revocation objects of %s: %w", policy.Name, err)
-	}
-	return Classify(policy.Name, list.Items), nil
 }
 
 // Compact merges every sealed segment of a policy into the shard bases and deletes it, dropping the records
@@ -121,9 +109,9 @@ func ListObjects(ctx context.Context, reader client.Reader, policy types.Namespa
 //  3. only then are those segments deleted.
 //
 // Any step can fail or be repeated: a merge of the same segment twice changes nothing.
-func Compact(ctx context.Context, c client.Client, reader client.Reader, policy types.NamespacedName, now time.Time) (CompactResult, error) {
+func (h Policy) Compact(ctx context.Context, c client.Client, reader client.Reader, now time.Time) (CompactResult, error) {
 	var res CompactResult
-	segments, err := listSegments(ctx, reader, policy)
+	segments, err := h.listSegments(ctx, reader)
 	if err != nil || len(segments) == 0 {
 		return res, err
 	}
@@ -131,8 +119,7 @@ func Compact(ctx context.Context, c client.Client, reader client.Reader, policy 
 	for seq := range segments {
 		through = max(through, seq)
 	}
-	journal := types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}
-	_, writes, err := UpdateShard(ctx, c, reader, journal, nil, func(data map[string]string) (bool, error) {
+	_, writes, err := UpdateShard(ctx, c, reader, h.object(h.JournalName()), nil, func(data map[string]string) (bool, error) {
 		through = max(through, revocation.FoldSeq(data))
 		if revocation.FoldSeq(data) >= through {
 			return false, nil
@@ -144,20 +131,19 @@ func Compact(ctx context.Context, c client.Client, reader client.Reader, policy 
 	if err != nil {
 		return res, fmt.Errorf("raise the journal's fold number: %w", err)
 	}
-	if segments, err = listSegments(ctx, reader, policy); err != nil {
+	if segments, err = h.listSegments(ctx, reader); err != nil {
 		return res, err
 	}
 	// The bases by name only (each is read afresh when it is rewritten): a list of their data would be
 	// every record of the policy.
 	var names metav1.PartialObjectMetadataList
 	names.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
-	if err := reader.List(ctx, &names, client.InNamespace(policy.Namespace), client.MatchingLabels{
-		v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
-		return res, fmt.Errorf("list the revocation objects of %s: %w", policy.Name, err)
+	if err := reader.List(ctx, &names, client.InNamespace(h.Key.Namespace), h.selector(false)); err != nil {
+		return res, fmt.Errorf("list the revocation objects of %s: %w", h.Owner, err)
 	}
 	pending := Objects{Bases: map[int]*corev1.ConfigMap{}, Segments: map[uint64]*corev1.ConfigMap{}}
 	for _, item := range names.Items {
-		if role, i := revocation.RoleOf(policy.Name, item.Name); role == revocation.RoleBase {
+		if role, i := revocation.RoleOf(h.Key.Name, item.Name); role == revocation.RoleBase {
 			pending.Bases[int(i)] = &corev1.ConfigMap{ObjectMeta: item.ObjectMeta}
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 
-	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
@@ -53,11 +52,6 @@ func newIndex() *index {
 	}
 }
 
-func policyOf(cm *corev1.ConfigMap) (types.NamespacedName, bool) {
-	name := cm.Labels[v1alpha1.LabelPolicy]
-	return types.NamespacedName{Namespace: cm.Namespace, Name: name}, name != "" && cm.Labels[v1alpha1.LabelComponent] == v1alpha1.ComponentRevocations
-}
-
 // OnAdd, OnUpdate and OnDelete take the informer's events.
 func (x *index) OnAdd(obj any, _ bool) { x.apply(nil, asConfigMap(obj)) }
 
@@ -74,7 +68,7 @@ func (x *index) OnDelete(obj any) {
 		defer x.mu.Unlock()
 		key := types.NamespacedName{Namespace: cm.Namespace, Name: cm.Name}
 		if held := x.objects[key]; held != nil {
-			if policy, ok := policyOf(held); ok {
+			if policy, ok := keyOf(held); ok {
 				x.diffLocked(policy, cm.Name, held.Data, nil)
 				switch role, n := revocation.RoleOf(policy.Name, cm.Name); role {
 				case revocation.RoleBase:
@@ -121,7 +115,7 @@ func (x *index) storeLocked(cur *corev1.ConfigMap) {
 	if held != nil && !newer(cur.ResourceVersion, held.ResourceVersion) {
 		return
 	}
-	policy, ok := policyOf(cur)
+	policy, ok := keyOf(cur)
 	if !ok {
 		return
 	}
