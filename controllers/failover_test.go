@@ -23,7 +23,7 @@ func startElected(t *testing.T, leaseNS string) (stop func(), elected <-chan str
 	t.Helper()
 	lease, renew, retry := 3*time.Second, 2*time.Second, 200*time.Millisecond
 	return runManager(t, ctrl.Options{LeaderElection: true, LeaderElectionID: "tokenwarden-controller", LeaderElectionNamespace: leaseNS,
-		LeaseDuration: &lease, RenewDeadline: &renew, RetryPeriod: &retry})
+		LeaseDuration: &lease, RenewDeadline: &renew, RetryPeriod: &retry}, leaseNS)
 }
 
 func TestALeaderFailoverLosesNothingAndResumesReconciling(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 
 // runManager runs both reconcilers through Setup, as the controller binary does, with the given options on
 // top of the binary's narrow caches; the returned stop ends it without releasing a Lease, as a crash would.
-func runManager(t *testing.T, opts ctrl.Options) (stop func(), elected <-chan struct{}) {
+func runManager(t *testing.T, opts ctrl.Options, issuerNS string) (stop func(), elected <-chan struct{}) {
 	t.Helper()
 	opts.Scheme, opts.Cache, opts.Metrics = env.Scheme, CacheOptions(), metricsserver.Options{BindAddress: "0"}
 	opts.Controller = config.Controller{SkipNameValidation: ptr.To(true)} // several managers in one test process
@@ -29,7 +29,7 @@ func runManager(t *testing.T, opts ctrl.Options) (stop func(), elected <-chan st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Setup(mgr, Options{IssuerURL: "http://issuer.test"}); err != nil {
+	if err := Setup(mgr, Options{IssuerURL: "http://issuer.test", IssuerNamespace: issuerNS}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -49,15 +49,16 @@ func runManager(t *testing.T, opts ctrl.Options) (stop func(), elected <-chan st
 }
 
 // TestTheManagerReconcilesFromWatches runs the reconciler as the controller binary does, with its narrow
-// caches, and checks that changes to a policy and to a user's Secret are picked up without a nudge.
+// caches, and checks that changes to a policy and to a user's Secret (which carries no label: the cache sees
+// only the metadata of Secrets) are picked up without a nudge.
 func TestTheManagerReconcilesFromWatches(t *testing.T) {
-	ns := env.Namespace(t)
-	runManager(t, ctrl.Options{})
+	ns, issuerNS := env.Namespace(t), env.Namespace(t)
+	runManager(t, ctrl.Options{}, issuerNS)
 	ctx := context.Background()
 
 	// A policy whose user Secret is missing its key: not ready until the Secret is fixed.
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "user-keys",
-		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}}, Data: map[string][]byte{"note": []byte("empty")}}
+		Annotations: map[string]string{v1alpha1.AnnotationAllowedPolicies: "watched"}}, Data: map[string][]byte{"note": []byte("empty")}}
 	if err := env.Client.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,8 @@ func TestTheManagerReconcilesFromWatches(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		var list corev1.ConfigMapList
-		if err := env.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}); err != nil {
+		if err := env.Client.List(ctx, &list, client.InNamespace(issuerNS), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations,
+			v1alpha1.LabelPolicyNamespace: ns, v1alpha1.LabelPolicy: "watched"}); err != nil {
 			return false, err.Error()
 		}
 		return len(list.Items) == 7, "shard bases and the journal: " + itoa(len(list.Items))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 )
 
@@ -24,8 +26,9 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 // fixture is a reconciler driven by hand against the real API server, with a fake clock, and the
 // events it recorded.
 type fixture struct {
-	t      *testing.T
-	ns     string
+	t        *testing.T
+	ns       string
+	issuerNS string // the issuer's namespace, where the controller materialises what the issuer reads
 	clock  *clocktesting.FakeClock
 	events *events.FakeRecorder
 	r      *TokenPolicyReconciler
@@ -35,9 +38,10 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, ns: env.Namespace(t), clock: clocktesting.NewFakeClock(epoch), events: events.NewFakeRecorder(100)}
+	f := &fixture{t: t, ns: env.Namespace(t), issuerNS: env.Namespace(t), clock: clocktesting.NewFakeClock(epoch), events: events.NewFakeRecorder(100)}
 	f.r = &TokenPolicyReconciler{Client: env.Client, APIReader: env.Client, Scheme: env.Scheme, Recorder: f.events,
-		Clock: f.clock, IssuerURL: "https://issuer.example.com/"}
+		Clock: f.clock, IssuerURL: "https://issuer.example.com/", IssuerNamespace: f.issuerNS,
+		Revocations: &configmap.Keeper{Client: env.Client, Reader: env.Client}}
 	return f
 }
 
@@ -81,6 +85,41 @@ func (f *fixture) secret(name string) *corev1.Secret {
 		f.t.Fatalf("get secret %s: %v", name, err)
 	}
 	return s
+}
+
+// handle is the handle on policy name's revocation objects.
+func (f *fixture) handle(name string) configmap.Policy {
+	return configmap.For(f.get(name), f.issuerNS)
+}
+
+// materialised reads the ConfigMap <object prefix of policy>-<suffix> of the issuer's namespace.
+func (f *fixture) materialised(policy, suffix string) *corev1.ConfigMap {
+	f.t.Helper()
+	cm := &corev1.ConfigMap{}
+	name := f.get(policy).ObjectPrefix() + "-" + suffix
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: f.issuerNS, Name: name}, cm); err != nil {
+		f.t.Fatalf("get configmap %s of the issuer's namespace: %v", name, err)
+	}
+	return cm
+}
+
+// issuerSecret reads Secret name of the issuer's namespace.
+func (f *fixture) issuerSecret(name string) *corev1.Secret {
+	f.t.Helper()
+	s := &corev1.Secret{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: f.issuerNS, Name: name}, s); err != nil {
+		f.t.Fatalf("get secret %s of the issuer's namespace: %v", name, err)
+	}
+	return s
+}
+
+// noIssuerSecret fails the test if the issuer's namespace has Secret name: nothing for the issuer to serve.
+func (f *fixture) noIssuerSecret(name string) {
+	f.t.Helper()
+	err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: f.issuerNS, Name: name}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		f.t.Fatalf("secret %s of the issuer's namespace: got %v; want it not to exist", name, err)
+	}
 }
 
 func (f *fixture) configMap(name string) *corev1.ConfigMap {

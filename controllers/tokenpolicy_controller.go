@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -55,7 +56,8 @@ type TokenPolicyReconciler struct {
 	// Revocations keeps the policies' revocation objects.
 	Revocations *configmap.Keeper
 
-	secrets secretReader
+	secrets     secretReader
+	secretsOnce sync.Once
 }
 
 // Permissions of the controller: its own API (with the finalizer it puts on policies); Secrets, whose
@@ -104,6 +106,13 @@ type problem struct {
 	err    error
 }
 
+func (p *problem) error() error {
+	if p == nil {
+		return nil
+	}
+	return p.err
+}
+
 // Reconcile brings one TokenPolicy's keys, JWKS, login material and revocation objects to what its spec
 // says, materialises for the issuer what it validated, and reports all of it.
 func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, reterr error) {
@@ -129,6 +138,7 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		policy = patched
 	}
 
+	r.secretsOnce.Do(r.initSecrets)
 	s := &scope{policy: policy.DeepCopy(), now: r.Clock.Now()}
 	defer func() {
 		if err := r.patchStatus(ctx, policy, s, reterr); err != nil {
@@ -145,6 +155,10 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// Objects of an earlier policy of the same name (deleted while the controller was down).
 	if err := r.removeMaterialised(ctx, req.NamespacedName, policy.ObjectPrefix()); err != nil {
 		return ctrl.Result{}, err
+	}
+	if problems := errors.Join(s.keysErr.error(), s.loginErr.error()); problems != nil {
+		// A Secret nobody can use will not mend itself; a change to it starts a new pass.
+		return ctrl.Result{}, reconcile.TerminalError(problems)
 	}
 	logger.V(1).Info("Reconciled TokenPolicy", "policy", klog.KObj(policy), "activeKey", activeKeyID(s), "requeueAfter", s.requeue)
 	return ctrl.Result{RequeueAfter: s.requeue}, nil
@@ -182,7 +196,7 @@ func activeKeyID(s *scope) string {
 // Secret it names appears, changes or goes. The Secrets themselves are read one by one, by name: the cache
 // never holds their data.
 func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.secrets = secretReader{meta: mgr.GetClient(), api: r.APIReader}
+	r.secretsOnce.Do(r.initSecrets)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TokenPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardWrites)).
@@ -191,6 +205,9 @@ func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("tokenpolicy").
 		Complete(r)
 }
+
+// initSecrets reads Secrets' metadata through the client (the manager's cache) and their data around it.
+func (r *TokenPolicyReconciler) initSecrets() { r.secrets = secretReader{meta: r.Client, api: r.APIReader} }
 
 // ignoreShardWrites drops what issuers of the previous layout did to the revocation objects beside the
 // policy (the controller moves their records into the issuer's namespace on its next pass): journal updates

@@ -321,8 +321,8 @@ func TestAUserProvidedSecretIsUsedAsGivenAndNeverWritten(t *testing.T) {
 	f := newFixture(t)
 	k1, _ := keys.Generate(v1alpha1.ES256)
 	k2, _ := keys.Generate(v1alpha1.ES256)
-	created := f.userSecret("my-keys", map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys},
-		map[string]string{v1alpha1.AnnotationActiveKey: k2.ID},
+	created := f.userSecret("my-keys", nil,
+		map[string]string{v1alpha1.AnnotationActiveKey: k2.ID, v1alpha1.AnnotationAllowedPolicies: "other, provided"},
 		map[string][]byte{k1.ID + ".pem": encoded(t, k1), k2.ID + ".pem": encoded(t, k2), "README": []byte("ours")})
 	f.policy("provided", func(s *v1alpha1.TokenPolicySpec) {
 		s.Signing.Algorithm = v1alpha1.ES256
@@ -351,41 +351,43 @@ func TestAUserProvidedSecretIsUsedAsGivenAndNeverWritten(t *testing.T) {
 		t.Fatalf("JWKS: %d keys; want both of the user's", len(pub))
 	}
 	assertVerifies(t, v1alpha1.ES256, k1.Signer, pub[k1.ID])
+	// The issuer gets the keys, and only the keys.
+	copied := f.issuerSecret(f.get("provided").IssuerKeysSecretName())
+	set, err := keys.FromSecret(v1alpha1.ES256, copied)
+	if err != nil || set.Active.ID != k2.ID || len(set.IDs()) != 2 || len(copied.Data) != 2 {
+		t.Fatalf("materialised keys: %v, %v, entries %d; want both keys, %s signing, nothing else", set, err, len(copied.Data), k2.ID)
+	}
 }
 
 func TestAnUnusableKeySecretSetsKeysReadyFalseWithAWarning(t *testing.T) {
 	ed, _ := keys.Generate(v1alpha1.EdDSA)
-	labelled := map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}
+	allowed := map[string]string{v1alpha1.AnnotationAllowedPolicies: "broken"}
 	tests := map[string]struct {
-		labels map[string]string
-		data   map[string][]byte
-		want   string
+		annotations map[string]string
+		data        map[string][]byte
+		want        string
 	}{
 		"a PEM entry that is not PEM": {
-			labels: labelled, data: map[string][]byte{"k1.pem": []byte("not a key")},
+			annotations: allowed, data: map[string][]byte{"k1.pem": []byte("not a key")},
 			want: "no PEM block",
 		},
 		"a key of another algorithm": {
-			labels: labelled, data: map[string][]byte{ed.ID + ".pem": encoded(t, ed)},
+			annotations: allowed, data: map[string][]byte{ed.ID + ".pem": encoded(t, ed)},
 			want: "cannot sign ES256",
 		},
 		"no keys at all": {
-			labels: labelled, data: map[string][]byte{"tls.crt": []byte("x")},
+			annotations: allowed, data: map[string][]byte{"tls.crt": []byte("x")},
 			want: "no <kid>.pem or <kid>.key entries",
 		},
 		"two keys and no active-key annotation": {
-			labels: labelled, data: map[string][]byte{"a.pem": mustES256(t), "b.pem": mustES256(t)},
+			annotations: allowed, data: map[string][]byte{"a.pem": mustES256(t), "b.pem": mustES256(t)},
 			want: "no tokenwarden.io/active-key annotation",
-		},
-		"a usable key without the label the issuer reads by": {
-			labels: nil, data: map[string][]byte{"a.pem": mustES256(t)},
-			want: "is not labelled tokenwarden.io/component=signing-keys",
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
-			created := f.userSecret("keys", tc.labels, nil, tc.data)
+			created := f.userSecret("keys", nil, tc.annotations, tc.data)
 			f.policy("broken", func(s *v1alpha1.TokenPolicySpec) {
 				s.Signing.Algorithm = v1alpha1.ES256
 				s.Signing.SecretName = "keys"
@@ -415,6 +417,7 @@ func TestAnUnusableKeySecretSetsKeysReadyFalseWithAWarning(t *testing.T) {
 			if got := f.secret("keys"); got.ResourceVersion != created.ResourceVersion {
 				t.Errorf("the user's secret was written; want it untouched")
 			}
+			f.noIssuerSecret(p.IssuerKeysSecretName())
 		})
 	}
 }

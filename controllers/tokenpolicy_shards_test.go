@@ -18,9 +18,11 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 )
 
+// shardNames are the names of the policy's shard bases, without its object prefix.
 func (f *fixture) shardNames(policy string) []string {
 	f.t.Helper()
-	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: policy})
+	h := f.handle(policy)
+	objs, err := h.List(context.Background(), env.Client)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -29,22 +31,24 @@ func (f *fixture) shardNames(policy string) []string {
 	}
 	var names []string
 	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
-		names = append(names, objs.Bases[i].Name)
+		names = append(names, strings.TrimPrefix(objs.Bases[i].Name, h.Key.Name+"-"))
 	}
 	return names
 }
 
-// records is a shard's data as the issuer sees it: its base, and its entries in the journal and segments.
+// records is a shard's data as the issuer sees it: its base (named shard, in the issuer's namespace), and
+// its entries in the journal and segments.
 func (f *fixture) records(shard string) map[string]string {
 	f.t.Helper()
-	policy := shard[:strings.LastIndex(shard, "-revocations-")]
-	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: policy})
+	prefix := shard[:strings.LastIndex(shard, "-revocations-")]
+	h := configmap.Policy{Key: types.NamespacedName{Namespace: f.issuerNS, Name: prefix}}
+	objs, err := h.List(context.Background(), env.Client)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	_, i := revocation.RoleOf(policy, shard)
+	_, i := revocation.RoleOf(prefix, shard)
 	out := map[string]string{}
-	for k, v := range f.configMap(shard).Data {
+	for k, v := range objs.Bases[int(i)].Data {
 		out[k] = v
 	}
 	for k, v := range objs.Pending()[int(i)] {
@@ -66,12 +70,12 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 	f := newFixture(t)
 	p := f.policy("sharded", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 2 })
 	f.reconcile("sharded")
-	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-1" {
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "revocations-0,revocations-1" {
 		t.Fatalf("shards: got %s; want two", got)
 	}
-	cm := f.configMap("sharded-revocations-1")
-	if !metav1.IsControlledBy(cm, p) {
-		t.Errorf("shard owner references %v; want the policy as controller", cm.OwnerReferences)
+	cm := f.materialised("sharded", "revocations-1")
+	if cm.Labels[v1alpha1.LabelPolicy] != p.Name || cm.Labels[v1alpha1.LabelPolicyNamespace] != p.Namespace || len(cm.OwnerReferences) != 0 {
+		t.Errorf("shard labels %v, owner references %v; want the policy named in labels, and no owner across namespaces", cm.Labels, cm.OwnerReferences)
 	}
 
 	f.setShards("sharded", 4)
@@ -81,7 +85,7 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 	}
 
 	// Lowering the count to 1 moves nothing and deletes nothing yet: sessions placed in shards 1-3 live on.
-	shard3 := f.configMap("sharded-revocations-3")
+	shard3 := f.materialised("sharded", "revocations-3")
 	rec := revocation.Session{Subject: "alice", Generation: 2, Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(200 * time.Hour), State: revocation.Revoked, Reason: revocation.ReasonLogout}
 	shard3.Data = map[string]string{revocation.SessionKey("sid-1"): revocation.EncodeSession(rec)}
 	if err := env.Client.Update(context.Background(), shard3); err != nil {
@@ -92,14 +96,14 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 	if got := len(f.shardNames("sharded")); got != 4 {
 		t.Fatalf("right after lowering to 1: %d shards; want all 4 kept while their sessions may live", got)
 	}
-	if since := f.configMap("sharded-revocations-2").Annotations[v1alpha1.AnnotationSurplusSince]; since == "" {
+	if since := f.materialised("sharded", "revocations-2").Annotations[v1alpha1.AnnotationSurplusSince]; since == "" {
 		t.Fatalf("surplus shard 2 has no %s mark", v1alpha1.AnnotationSurplusSince)
 	}
-	if f.configMap("sharded-revocations-0").Annotations[v1alpha1.AnnotationSurplusSince] != "" {
+	if f.materialised("sharded", "revocations-0").Annotations[v1alpha1.AnnotationSurplusSince] != "" {
 		t.Fatalf("shard 0 is within the count but marked surplus")
 	}
 	st := f.get("sharded").Status
-	if len(st.Shards) != 4 || st.Shards[3].Name != "sharded-revocations-3" || st.Shards[3].Records != 1 || st.Shards[3].RevokedSessions != 1 || st.Shards[3].Bytes == 0 {
+	if len(st.Shards) != 4 || st.Shards[3].Name != f.handle("sharded").BaseName(3) || st.Shards[3].Records != 1 || st.Shards[3].RevokedSessions != 1 || st.Shards[3].Bytes == 0 {
 		t.Fatalf("status.shards: got %+v; want shard 3 with one revoked record", st.Shards)
 	}
 	if st.RevokedSessions == nil || *st.RevokedSessions != 1 {
@@ -112,16 +116,16 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 	// One refresh lifetime later the empty surplus shards go; shard 3 stays while it holds a record.
 	f.clock.Step(res.RequeueAfter)
 	f.reconcile("sharded")
-	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0,sharded-revocations-3" {
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "revocations-0,revocations-3" {
 		t.Fatalf("after a refresh lifetime: shards %s; want 0 and the non-empty 3", got)
 	}
-	shard3 = f.configMap("sharded-revocations-3")
+	shard3 = f.materialised("sharded", "revocations-3")
 	shard3.Data = nil
 	if err := env.Client.Update(context.Background(), shard3); err != nil {
 		t.Fatal(err)
 	}
 	f.reconcile("sharded")
-	if got := strings.Join(f.shardNames("sharded"), ","); got != "sharded-revocations-0" {
+	if got := strings.Join(f.shardNames("sharded"), ","); got != "revocations-0" {
 		t.Fatalf("after draining: shards %s; want only 0", got)
 	}
 
@@ -135,10 +139,10 @@ func TestShardsFollowTheShardCountAndDrainBeforeDeletion(t *testing.T) {
 
 func TestAShardNearItsBudgetTurnsRevocationStoreReadyFalse(t *testing.T) {
 	f := newFixture(t)
-	f.r.ShardBudget = 1000
+	f.r.Revocations.Budget = 1000
 	f.policy("tight", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 1 })
 	f.reconcile("tight")
-	cm := f.configMap("tight-revocations-0")
+	cm := f.materialised("tight", "revocations-0")
 	cm.Data = map[string]string{}
 	for i := 0; len(cm.Data) < 10; i++ {
 		rec := revocation.Session{Subject: "alice", Generation: uint64(i), Rotated: f.clock.Now(), Expiry: f.clock.Now().Add(time.Hour), State: revocation.Active}
@@ -150,7 +154,7 @@ func TestAShardNearItsBudgetTurnsRevocationStoreReadyFalse(t *testing.T) {
 	f.reconcile("tight")
 	p := f.get("tight")
 	c := findCondition(p, v1alpha1.ConditionRevocationStoreReady)
-	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonShardNearBudget || !strings.Contains(c.Message, "tight-revocations-0") {
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonShardNearBudget || !strings.Contains(c.Message, f.handle("tight").BaseName(0)) {
 		t.Fatalf("RevocationStoreReady: got %+v; want False, %s, naming the shard", c, v1alpha1.ReasonShardNearBudget)
 	}
 	if r := findCondition(p, v1alpha1.ConditionReady); r == nil || r.Status != metav1.ConditionFalse {
@@ -167,7 +171,7 @@ func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
 	})
 	f.reconcile("expiring")
 	now := f.clock.Now()
-	cm := f.configMap("expiring-revocations-0")
+	cm := f.materialised("expiring", "revocations-0")
 	cm.Data = map[string]string{
 		revocation.SessionKey("gone"):  revocation.EncodeSession(revocation.Session{Subject: "a", Generation: 1, Rotated: now, Expiry: now.Add(time.Minute), State: revocation.Active}),
 		revocation.SessionKey("kept"):  revocation.EncodeSession(revocation.Session{Subject: "b", Generation: 1, Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Revoked}),
@@ -183,7 +187,7 @@ func TestExpiredRecordsAreDroppedAndTheNextExpiryIsScheduled(t *testing.T) {
 	if res := f.reconcile("expiring"); res.RequeueAfter != 29*time.Minute {
 		t.Fatalf("requeue after %s; want 29m, when the subject record expires", res.RequeueAfter)
 	}
-	data := f.configMap("expiring-revocations-0").Data
+	data := f.materialised("expiring", "revocations-0").Data
 	if _, ok := data[revocation.SessionKey("gone")]; ok || len(data) != 2 {
 		t.Fatalf("shard after the first expiry: %v; want the expired session dropped and two records kept", data)
 	}
@@ -196,7 +200,7 @@ func TestShardWritesDoNotTriggerReconcilesButTheFillIsReadPeriodically(t *testin
 	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
 	jwks := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentJWKS}}}
 	segment := shard.DeepCopy()
-	segment.Name, segment.Labels[v1alpha1.LabelPolicy] = revocation.SegmentName("p", 3), "p"
+	segment.Name, segment.Labels[v1alpha1.LabelRevocationRole] = revocation.SegmentName("p", 3), v1alpha1.RevocationRoleSegment
 	if ignoreShardWrites.Update(event.UpdateEvent{ObjectOld: shard, ObjectNew: shard}) {
 		t.Errorf("a shard update triggers a reconcile; want it ignored")
 	}
@@ -207,7 +211,7 @@ func TestShardWritesDoNotTriggerReconcilesButTheFillIsReadPeriodically(t *testin
 		t.Errorf("a shard's creation or deletion is ignored; want it to trigger a reconcile")
 	}
 	if ignoreShardWrites.Create(event.CreateEvent{Object: segment}) || ignoreShardWrites.Delete(event.DeleteEvent{Object: segment}) {
-		t.Errorf("a sealed segment's creation or deletion triggers a reconcile at once; want it left to segmentsSealed")
+		t.Errorf("a sealed segment's creation or deletion triggers a reconcile at once; want it left to the delayed handler")
 	}
 	f := newFixture(t)
 	f.r.ShardStatusPeriod = 10 * time.Second
@@ -219,10 +223,11 @@ func TestShardWritesDoNotTriggerReconcilesButTheFillIsReadPeriodically(t *testin
 
 func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
 	f := newFixture(t)
-	f.r.CompactBytes = 400
+	f.r.Revocations.CompactBytes = 400
 	f.policy("merging", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 2 })
 	f.reconcile("merging")
-	journal := f.configMap(revocation.JournalName("merging"))
+	journal := f.materialised("merging", "revocations-journal")
+	h := f.handle("merging")
 	now := f.clock.Now()
 	seal := func(seq uint64, sids ...string) {
 		t.Helper()
@@ -230,8 +235,8 @@ func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
 		for k, v := range journal.Labels {
 			labels[k] = v
 		}
-		seg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: revocation.SegmentName("merging", seq),
-			Labels: labels, OwnerReferences: journal.OwnerReferences}, Data: map[string]string{}}
+		seg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.issuerNS, Name: h.SegmentName(seq), Labels: labels},
+			Data: map[string]string{}}
 		for _, sid := range sids {
 			seg.Data[revocation.SessionKey(sid)] = revocation.EncodeSession(revocation.Session{Subject: "alice", Generation: seq,
 				Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Active})
@@ -245,7 +250,7 @@ func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
 
 	// Below the threshold the segment stays, and the status counts its records in their shards.
 	f.reconcile("merging")
-	if cm := f.configMap(revocation.SegmentName("merging", 1)); len(cm.Data) != 2 {
+	if cm := f.materialised("merging", "revocations-seg-1"); len(cm.Data) != 2 {
 		t.Fatalf("segment 1 holds %d entries; want it kept with 2", len(cm.Data))
 	}
 	if st := f.get("merging").Status.Shards; len(st) != 2 || st[0].Records != 1 || st[1].Records != 1 {
@@ -255,7 +260,7 @@ func TestSealedSegmentsAreMergedIntoTheBasesOnceTheyHoldEnough(t *testing.T) {
 	seal(2, a)
 	seal(3, a)
 	f.reconcile("merging")
-	objs, err := configmap.ListObjects(context.Background(), env.Client, types.NamespacedName{Namespace: f.ns, Name: "merging"})
+	objs, err := h.List(context.Background(), env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,8 @@ import (
 )
 
 func (f *fixture) revocations() *TokenRevocationReconciler {
-	return &TokenRevocationReconciler{Client: env.Client, APIReader: env.Client, Recorder: events.NewFakeRecorder(10), Clock: f.clock}
+	return &TokenRevocationReconciler{Client: env.Client, Recorder: events.NewFakeRecorder(10), Clock: f.clock,
+		IssuerNamespace: f.issuerNS, Revocations: f.r.Revocations}
 }
 
 func (f *fixture) tokenRevocation(name string, spec v1alpha1.TokenRevocationSpec) {
@@ -51,7 +52,8 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 	f.policy("payments", func(s *v1alpha1.TokenPolicySpec) { s.Revocation.Shards = 4 })
 	f.reconcile("payments")
 	store := configmap.New(env.Client, env.Client, configmap.Options{})
-	policy := types.NamespacedName{Namespace: f.ns, Name: "payments"}
+	h := f.handle("payments")
+	policy := h.Key
 	sid := revocation.NewSessionID(2)
 	shard, _ := revocation.ShardOfSession(sid)
 	req := revocation.RefreshRequest{Place: revocation.Place{Policy: policy, Shard: shard}, SessionID: sid, Subject: "alice",
@@ -66,10 +68,10 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := f.getRevocation("stolen-laptop")
-	if !appliedIs(tr, metav1.ConditionTrue, v1alpha1.ReasonApplied) || tr.Status.AppliedAt == nil || tr.Status.Target != "session "+sid || tr.Status.Shard != "payments-revocations-2" {
+	if !appliedIs(tr, metav1.ConditionTrue, v1alpha1.ReasonApplied) || tr.Status.AppliedAt == nil || tr.Status.Target != "session "+sid || tr.Status.Shard != h.BaseName(2) {
 		t.Fatalf("status: %+v; want Applied True with time, target and shard", tr.Status)
 	}
-	rec, err := revocation.DecodeSession(f.records("payments-revocations-2")[revocation.SessionKey(sid)])
+	rec, err := revocation.DecodeSession(f.records(h.BaseName(2))[revocation.SessionKey(sid)])
 	if err != nil || rec.State != revocation.Revoked || rec.Reason != "laptop stolen" || rec.Subject != "alice" {
 		t.Fatalf("record: %+v, %v; want alice's session revoked for the stated reason", rec, err)
 	}
@@ -78,11 +80,11 @@ func TestATokenRevocationOfASessionEndsItsRefreshes(t *testing.T) {
 		t.Fatalf("refresh after the revocation: got %v; want ErrRevoked", err)
 	}
 	// Applied once is applied for good: another pass writes nothing.
-	before := f.configMap(revocation.JournalName("payments")).ResourceVersion
+	before := f.materialised("payments", "revocations-journal").ResourceVersion
 	if _, err := r.Reconcile(context.Background(), reconcileRequest(f.ns, "stolen-laptop")); err != nil {
 		t.Fatal(err)
 	}
-	if after := f.configMap(revocation.JournalName("payments")).ResourceVersion; after != before {
+	if after := f.materialised("payments", "revocations-journal").ResourceVersion; after != before {
 		t.Fatalf("a second pass rewrote the shard")
 	}
 }

@@ -17,7 +17,7 @@ import (
 func indexWith(n int) (*index, types.NamespacedName, []string, *corev1.ConfigMap) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p-revocations-0", ResourceVersion: "1",
-		Labels: map[string]string{v1alpha1.LabelPolicy: "p", v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}, Data: map[string]string{}}
+		Labels: map[string]string{v1alpha1.LabelObjectPrefix: "p", v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}, Data: map[string]string{}}
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = revocation.NewSessionID(0)
@@ -48,7 +48,7 @@ func BenchmarkIndexJournalUpdate(b *testing.B) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	journal := func(rv int, gen uint64) *corev1.ConfigMap {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p-revocations-0-journal", ResourceVersion: fmt.Sprint(rv),
-			Labels: map[string]string{v1alpha1.LabelPolicy: "p", v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}, Data: map[string]string{}}
+			Labels: map[string]string{v1alpha1.LabelObjectPrefix: "p", v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}, Data: map[string]string{}}
 		for i := range 16 {
 			cm.Data[revocation.SessionKey(ids[i])] = revocation.EncodeSession(revocation.Session{Subject: "alice", Generation: gen, Rotated: now, Expiry: now.Add(time.Hour), State: revocation.Active})
 		}

@@ -64,12 +64,18 @@ func (k *Keeper) migrate(ctx context.Context, h Policy, p *v1alpha1.TokenPolicy,
 	}
 	legacy.Journal = journal
 
-	entries := legacy.Pending()
-	for i, base := range legacy.Bases {
-		if entries[i] == nil {
-			entries[i] = map[string]string{}
-		}
-		for key, v := range base.Data {
+	// Every record, by the shard it belongs to: a session's is in its id, a subject's is the hash of the
+	// subject over the current count (readers look for those in every shard).
+	entries := map[int]map[string]string{}
+	for _, cm := range legacy.all() {
+		for key, v := range cm.Data {
+			i, ok := revocation.ShardOfEntry(key, v, int(max(p.Spec.Revocation.Shards, 1)))
+			if !ok {
+				continue // the fold number
+			}
+			if entries[i] == nil {
+				entries[i] = map[string]string{}
+			}
 			entries[i][key] = revocation.Newer(key, entries[i][key], v)
 		}
 	}

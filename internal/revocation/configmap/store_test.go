@@ -32,23 +32,27 @@ func TestMain(m *testing.M) { testenv.Main(m, &env) }
 
 var policies atomic.Int64
 
-// createShards creates a policy's shard ConfigMaps as the controller does.
+// createShards creates a policy's shard ConfigMaps as the controller does, and returns the policy's key.
 func createShards(t testing.TB, shards int) types.NamespacedName {
 	t.Helper()
 	ns := env.Namespace(t)
-	policy := types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))}
-	names := []string{revocation.JournalName(policy.Name)}
+	h := handle(types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("p%d", policies.Add(1))})
+	names := []string{h.JournalName()}
 	for i := range shards {
-		names = append(names, revocation.ShardName(policy.Name, i))
+		names = append(names, h.BaseName(i))
 	}
 	for _, name := range names {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
-			Labels: map[string]string{v1alpha1.LabelPolicy: policy.Name, v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: h.Labels()}}
 		if err := env.Client.Create(context.Background(), cm); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return policy
+	return h.Key
+}
+
+// handle is the handle on the revocation objects of the policy whose key is key.
+func handle(key types.NamespacedName) configmap.Policy {
+	return configmap.Policy{Key: key, Owner: key}
 }
 
 // replica starts one issuer replica's view: its own informer over the shards, its own store.
@@ -258,7 +262,7 @@ func compactContinuously(t *testing.T, policy types.NamespacedName) {
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			res, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+			res, err := handle(policy).Compact(ctx, env.Client, env.Client, t0)
 			if err != nil && ctx.Err() == nil {
 				t.Errorf("compact: %v", err)
 				return
@@ -296,7 +300,7 @@ func TestSealsKeepTheJournalSmallAndMergesLoseNothing(t *testing.T) {
 	if seals := testutil.ToFloat64(metrics.Seals); seals == 0 {
 		t.Fatalf("no seal after %d records in a 2 KiB journal", n)
 	}
-	objs, err := configmap.ListObjects(ctx, env.Client, policy)
+	objs, err := handle(policy).List(ctx, env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,13 +320,13 @@ func TestSealsKeepTheJournalSmallAndMergesLoseNothing(t *testing.T) {
 	if got := records(objs); got != n {
 		t.Fatalf("records in the journal and segments: %d; want %d", got, n)
 	}
-	res, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+	res, err := handle(policy).Compact(ctx, env.Client, env.Client, t0)
 	if err != nil || res.Segments < len(objs.Segments) { // a seal may still have been under way (it follows the answer)
 		t.Fatalf("compact: %+v, %v; want the %d segments merged", res, err, len(objs.Segments))
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) { // and any seal that followed the last answer
-		if objs, err = configmap.ListObjects(ctx, env.Client, policy); err != nil || len(objs.Segments) > 0 {
-			_, _ = configmap.Compact(ctx, env.Client, env.Client, policy, t0)
+		if objs, err = handle(policy).List(ctx, env.Client); err != nil || len(objs.Segments) > 0 {
+			_, _ = handle(policy).Compact(ctx, env.Client, env.Client, t0)
 			return false, fmt.Sprintf("%d segments left, %v", len(objs.Segments), err)
 		}
 		return true, ""
@@ -401,14 +405,14 @@ func TestWithoutMergesTheJournalFailsClosedThenRecovers(t *testing.T) {
 	if !errors.Is(refused, revocation.ErrUnavailable) || !strings.Contains(refused.Error(), "wait for the controller to merge") {
 		t.Fatalf("refreshes with merges stopped: got %v; want ErrUnavailable naming the merges", refused)
 	}
-	objs, err := configmap.ListObjects(ctx, env.Client, policy)
+	objs, err := handle(policy).List(ctx, env.Client)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(objs.Segments) != 1 || len(fmt.Sprint(objs.Journal.Data)) > configmap.MinJournalBound+1024 {
 		t.Fatalf("%d segments, journal of %d bytes; want one segment, then a journal grown to its bound", len(objs.Segments), len(fmt.Sprint(objs.Journal.Data)))
 	}
-	if _, err := configmap.Compact(ctx, env.Client, env.Client, policy, t0); err != nil {
+	if _, err := handle(policy).Compact(ctx, env.Client, env.Client, t0); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
