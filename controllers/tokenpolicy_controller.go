@@ -123,7 +123,12 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return ctrl.Result{}, err
 		}
 		// Gone without its finalizer having run (removed by hand, or never added): whatever was
-		// materialised for a policy of that name is an orphan.
+		// materialised for a policy of that name is an orphan, once the API server confirms that the
+		// policy is gone (the cache may not have seen it yet).
+		err := r.APIReader.Get(ctx, req.NamespacedName, policy)
+		if !isNotFound(err) {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
 		return ctrl.Result{}, r.removeMaterialised(ctx, req.NamespacedName, "")
 	}
 	if !policy.DeletionTimestamp.IsZero() {

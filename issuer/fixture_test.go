@@ -257,7 +257,8 @@ func (f *fixture) newPolicy(external, name string, spec v1alpha1.TokenPolicySpec
 		f.t.Fatalf("codec: %v", err)
 	}
 	obj := &v1alpha1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name}, Spec: spec}
-	return &issuer.Policy{Key: types.NamespacedName{Namespace: "apps", Name: name}, Object: obj, Issuer: iss, Codec: codec, Keys: set}
+	return &issuer.Policy{Key: types.NamespacedName{Namespace: "apps", Name: name}, State: types.NamespacedName{Namespace: "tokenwarden", Name: "apps." + name},
+		Object: obj, Issuer: iss, Codec: codec, Keys: set}
 }
 
 // response is what the server answered.

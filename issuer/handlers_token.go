@@ -156,7 +156,10 @@ func (s *Server) throttled(t *throttle, key string, now time.Time) *apiError {
 // passwordLogin is the password grant and the JSON API's login. Wrong passwords and unknown users get the
 // same answer, after the same work.
 func (s *Server) passwordLogin(r *http.Request, p *Policy, username, password, client string) (resp *tokenResponse, e *apiError) {
-	if p.Users == nil {
+	switch {
+	case p.Users == nil && p.Spec().Login.PasswordSecretName != "":
+		return nil, badRequest(errUnsupportedGrantType, "password login is off for this policy until its users Secret is fixed (its LoginReady condition says why)")
+	case p.Users == nil:
 		return nil, badRequest(errUnsupportedGrantType, "password login is not enabled for this policy")
 	}
 	if username == "" || password == "" {

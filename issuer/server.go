@@ -194,7 +194,7 @@ func (s *Server) policy(r *http.Request) (*Policy, *apiError) {
 	ns, name := r.PathValue("namespace"), r.PathValue("policy")
 	p, ok := s.policies.Get(ns, name)
 	if !ok {
-		return nil, newError(http.StatusNotFound, errNotFound, "no token policy %s/%s is served here", ns, name)
+		return nil, newError(http.StatusNotFound, errNotFound, "no token policy %s/%s is served here: it does not exist, or it is not Ready (kubectl describe tokenpolicy says why)", ns, name)
 	}
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/controllers"
+	"github.com/tokenwarden/tokenwarden/internal/login"
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
@@ -40,6 +42,9 @@ var (
 
 // externalURL is the one URL every replica of the issuer is reached at, as behind a Service.
 const externalURL = "http://issuer.test"
+
+// issuerNS is the issuers' namespace, as the chart's release namespace.
+const issuerNS = "tokenwarden-system"
 
 func TestMain(m *testing.M) {
 	testenv.Main(m, &env, startController)
@@ -55,7 +60,10 @@ func startController(e *testenv.Env) error {
 	if err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL}); err != nil {
+	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNS}}); err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(context.Background()) }() // stops with the process
@@ -77,7 +85,7 @@ func startReplica(t *testing.T, clk clock.PassiveClock, own bool) *replica {
 // startReplicaWith is startReplica with adjusted options (TLS, for one).
 func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust func(*app.Options)) *replica {
 	t.Helper()
-	o := app.Options{ExternalURL: externalURL, Clock: clk, Logger: logr.Discard(), ServerOptions: func(c *issuer.ServerConfig) {
+	o := app.Options{ExternalURL: externalURL, Namespace: issuerNS, Clock: clk, Logger: logr.Discard(), ServerOptions: func(c *issuer.ServerConfig) {
 		c.IPRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000} // the tests log in fast from one address
 		c.UsernameRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000}
 	}}
@@ -90,6 +98,9 @@ func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust fun
 	r := apptest.Start(t, env.Config, o)
 	return &replica{base: r.Base, stop: r.Stop}
 }
+
+// passwordHash is the bcrypt hash of "wonderland" at the lowest cost a users Secret may hold.
+var passwordHash = sync.OnceValues(func() ([]byte, error) { return bcrypt.GenerateFromPassword([]byte("wonderland"), login.MinCost) })
 
 // fixture is a namespace with a policy, a user, an introspecting ServiceAccount, and replicas.
 type fixture struct {
@@ -107,11 +118,11 @@ func newFixture(t *testing.T, n int, mutate func(*v1alpha1.TokenPolicySpec)) *fi
 	t.Helper()
 	f := &fixture{t: t, ns: env.Namespace(t), policy: "payments", clock: clocktesting.NewFakeClock(time.Now().Truncate(time.Second))}
 	ctx := context.Background()
-	hash, err := bcrypt.GenerateFromPassword([]byte("wonderland"), bcrypt.MinCost)
+	hash, err := passwordHash()
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "users", Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentUsers}},
+	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "users", Annotations: map[string]string{v1alpha1.AnnotationAllowedPolicies: f.policy}},
 		Data: map[string][]byte{"alice": hash, "bob": hash}}
 	must(t, env.Client.Create(ctx, users))
 	for _, sa := range []string{"introspector", "app"} {

@@ -50,7 +50,7 @@ func TestAShardAtItsBudget(t *testing.T) {
 			c := storeReady()
 			switch {
 			case c.Status == metav1.ConditionFalse:
-				if c.Reason != v1alpha1.ReasonShardNearBudget || !strings.Contains(c.Message, "payments-revocations-0") ||
+				if c.Reason != v1alpha1.ReasonShardNearBudget || !strings.Contains(c.Message, f.getPolicy().ObjectPrefix()+"-revocations-0") ||
 					!strings.Contains(c.Message, "spec.revocation.shards") {
 					t.Fatalf("RevocationStoreReady False: %s %q; want ShardNearBudget naming the shard and what to raise", c.Reason, c.Message)
 				}

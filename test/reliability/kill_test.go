@@ -53,7 +53,7 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 	if logs == nil {
 		logs = io.Discard
 	}
-	cmd := exec.Command(bin, append([]string{"issuer", "--external-url", externalURL, "--listen", "127.0.0.1:0"}, flags...)...)
+	cmd := exec.Command(bin, append([]string{"issuer", "--external-url", externalURL, "--namespace", issuerNS, "--listen", "127.0.0.1:0"}, flags...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	stderr, err := cmd.StderrPipe()
 	must(t, err)

@@ -105,6 +105,10 @@ func exercise(t *testing.T, f *fixture) (secrets []string, sessionID string) {
 	hs := &v1alpha1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "internal"}, Spec: v1alpha1.TokenPolicySpec{
 		Audiences: []string{"internal-api"}, Signing: v1alpha1.SigningSpec{Algorithm: v1alpha1.HS256},
 		Login: v1alpha1.LoginSpec{PasswordSecretName: "users"}, Revocation: v1alpha1.RevocationSpec{Shards: 1}}}
+	users := &corev1.Secret{}
+	must(t, env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: "users"}, users))
+	users.Annotations[v1alpha1.AnnotationAllowedPolicies] += ",internal" // its users may log in there too
+	must(t, env.Client.Update(ctx, users))
 	must(t, env.Client.Create(ctx, hs))
 	hsPath := "/" + f.ns + "/internal/"
 	testenv.Eventually(t, 60*time.Second, func() (bool, string) {

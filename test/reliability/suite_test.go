@@ -38,6 +38,8 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/controllers"
+	"github.com/tokenwarden/tokenwarden/internal/login"
+	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 	"github.com/tokenwarden/tokenwarden/internal/testenv"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
@@ -84,17 +86,23 @@ func startController(e *testenv.Env) error {
 	if err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL}); err != nil {
+	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNS}}); err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(context.Background()) }() // stops with the process
 	return nil
 }
 
+// issuerNS is the issuers' namespace, as the chart's release namespace.
+const issuerNS = "tokenwarden-system"
+
 // manualReconciler reconciles manual policies when a test calls it, with the test's clock and budget.
 func manualReconciler(clk clock.PassiveClock, budget int) *controllers.TokenPolicyReconciler {
 	return &controllers.TokenPolicyReconciler{Client: env.Client, APIReader: env.Client, Scheme: env.Scheme, Clock: clk,
-		IssuerURL: externalURL, ShardBudget: budget}
+		IssuerURL: externalURL, IssuerNamespace: issuerNS, Revocations: &configmap.Keeper{Client: env.Client, Reader: env.Client, Budget: budget}}
 }
 
 // replicaOptions configure one in-process issuer replica.
@@ -121,7 +129,7 @@ func startReplica(t testing.TB, o replicaOptions) *replica {
 	if o.logger != nil {
 		logger = *o.logger
 	}
-	r := apptest.Start(t, env.Config, app.Options{ExternalURL: externalURL, Clock: o.clock, Logger: logger,
+	r := apptest.Start(t, env.Config, app.Options{ExternalURL: externalURL, Namespace: issuerNS, Clock: o.clock, Logger: logger,
 		ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout,
 		ServerOptions: func(c *issuer.ServerConfig) {
 			if o.strictLimits {
@@ -160,6 +168,9 @@ type fixtureOptions struct {
 
 const password = "wonderland"
 
+// passwordHash is password's bcrypt hash at the lowest cost a users Secret may hold.
+var passwordHash = sync.OnceValues(func() ([]byte, error) { return bcrypt.GenerateFromPassword([]byte(password), login.MinCost) })
+
 // newFixture creates the policy (grace period 60s unless spec says otherwise, so that a client retrying a
 // lost answer gets the same successor) and starts the replicas, which share a fake clock.
 func newFixture(t testing.TB, o fixtureOptions) *fixture {
@@ -169,9 +180,9 @@ func newFixture(t testing.TB, o fixtureOptions) *fixture {
 		f.clock = o.manualClock
 	}
 	ctx := context.Background()
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	hash, err := passwordHash()
 	must(t, err)
-	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "users", Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentUsers}},
+	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "users", Annotations: map[string]string{v1alpha1.AnnotationAllowedPolicies: f.policy}},
 		Data: map[string][]byte{"alice": hash, "bob": hash, "carol": hash}}
 	must(t, env.Client.Create(ctx, users))
 	for _, sa := range []string{"introspector", "app"} {
