@@ -29,9 +29,9 @@ type fixture struct {
 	t        *testing.T
 	ns       string
 	issuerNS string // the issuer's namespace, where the controller materialises what the issuer reads
-	clock  *clocktesting.FakeClock
-	events *events.FakeRecorder
-	r      *TokenPolicyReconciler
+	clock    *clocktesting.FakeClock
+	events   *events.FakeRecorder
+	r        *TokenPolicyReconciler
 }
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

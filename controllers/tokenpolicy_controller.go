@@ -212,7 +212,9 @@ func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // initSecrets reads Secrets' metadata through the client (the manager's cache) and their data around it.
-func (r *TokenPolicyReconciler) initSecrets() { r.secrets = secretReader{meta: r.Client, api: r.APIReader} }
+func (r *TokenPolicyReconciler) initSecrets() {
+	r.secrets = secretReader{meta: r.Client, api: r.APIReader}
+}
 
 // ignoreShardWrites drops what issuers of the previous layout did to the revocation objects beside the
 // policy (the controller moves their records into the issuer's namespace on its next pass): journal updates

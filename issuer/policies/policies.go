@@ -171,4 +171,3 @@ func (s *Source) Get(namespace, name string) (*issuer.Policy, bool) {
 
 // Ready reports whether the caches have synced and every policy has been built once.
 func (s *Source) Ready() bool { return s.synced.Load() }
-

@@ -109,4 +109,3 @@ func TestAPolicyNamingAnotherPolicysKeysMintsNothing(t *testing.T) {
 		t.Fatalf("payments after rogue: %s", r.body)
 	}
 }
-

@@ -46,7 +46,7 @@ func TestASessionRevokedBeforeAnUpgradeIsRefusedAfterIt(t *testing.T) {
 	bases[revocation.SessionShard(sidOf(t, loggedOut))][revocation.SessionKey(sidOf(t, loggedOut))] = gone(revocation.ReasonLogout)
 	journal := map[string]string{
 		revocation.SessionKey(sidOf(t, revoked)): gone("offboarded"),
-		revocation.SubjectKey(sa): revocation.EncodeSubject(revocation.Subject{Subject: sa, RevokedBefore: now.Add(time.Second), Expiry: now.Add(time.Hour)}),
+		revocation.SubjectKey(sa):                revocation.EncodeSubject(revocation.Subject{Subject: sa, RevokedBefore: now.Add(time.Second), Expiry: now.Add(time.Hour)}),
 	}
 
 	p := f.getPolicy()

@@ -419,4 +419,3 @@ func (k *Keeper) Forget(h Policy) {
 	defer k.summaries.mu.Unlock()
 	delete(k.summaries.byPolicy, h.Key)
 }
-
