@@ -27,7 +27,7 @@ const DefaultMaxBodyBytes = 64 << 10
 type ServerConfig struct {
 	// ExternalURL is the URL clients reach the issuer at; policy namespace/name is served at
 	// ExternalURL/namespace/name (Policy.Issuer). Its path, if any, prefixes every policy route, so the
-	// issuer can sit behind a proxy that does not strip it. Health and metrics are served at the root.
+	// issuer can sit behind a proxy that does not strip it. Health checks are served at the root.
 	ExternalURL string
 	// Policies finds the policy a request names.
 	Policies Policies
@@ -42,7 +42,7 @@ type ServerConfig struct {
 	Events events.EventRecorder
 	// Logger logs what happened to requests; never a token, a password or key material.
 	Logger logr.Logger
-	// Registry receives the server's metrics and is what /metrics serves; nil means a new one. Register
+	// Registry receives the server's metrics and is what MetricsHandler serves; nil means a new one. Register
 	// the store's and the Go runtime's collectors in it to serve them too.
 	Registry *prometheus.Registry
 	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
@@ -172,9 +172,12 @@ func (s *Server) routes() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	return mux
 }
+
+// MetricsHandler serves the server's metrics (its Registry) in the Prometheus text format. It is not among
+// Handler's routes: the endpoints face every app, and per-policy outcome counts are for operators.
+func (s *Server) MetricsHandler() http.Handler { return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}) }
 
 // handle registers h for pattern, limiting its body and counting its outcome and duration as endpoint.
 func (s *Server) handle(mux *http.ServeMux, pattern, endpoint string, h http.HandlerFunc) {

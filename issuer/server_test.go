@@ -3,6 +3,7 @@ package issuer_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -91,12 +92,17 @@ func TestHealthAndReadiness(t *testing.T) {
 	expectError(t, f.do(http.MethodGet, "/readyz", "", nil, nil), http.StatusServiceUnavailable, "temporarily_unavailable")
 }
 
-func TestMetricsEndpointServesTheRegistry(t *testing.T) {
+func TestMetricsAreServedApartFromTheEndpoints(t *testing.T) {
 	f := newFixture(t, options{})
 	a := f.login()
 	f.mustRefresh(a.RefreshToken)
 	expectError(t, f.refresh(a.RefreshToken), http.StatusBadRequest, "invalid_grant")
-	r := f.do(http.MethodGet, "/metrics", "", nil, nil)
+	if r := f.do(http.MethodGet, "/metrics", "", nil, nil); r.status != http.StatusNotFound {
+		t.Fatalf("GET /metrics on the endpoints' handler: %d; want 404 (metrics have a port of their own)", r.status)
+	}
+	rec := httptest.NewRecorder()
+	f.server.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	r := response{status: rec.Code, body: rec.Body.Bytes()}
 	if r.status != http.StatusOK {
 		t.Fatalf("got %d; want 200", r.status)
 	}

@@ -23,6 +23,7 @@ type IssuerConfig struct {
 	ExternalURL   string
 	Namespace     string
 	Listen        string
+	MetricsListen string
 	ShardBudget   int
 	WriteTimeout  time.Duration
 	ShutdownGrace time.Duration
@@ -39,14 +40,15 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	c := (&IssuerConfig{}).withDefaults()
 	fs.StringVar(&c.ExternalURL, "external-url", "", "URL clients reach the issuer at; policy namespace/name is served at <external-url>/<namespace>/<name> (required)")
 	fs.StringVar(&c.Namespace, "namespace", podNamespace(), "the issuer's namespace: the only one whose Secrets and ConfigMaps it reads and writes (default: the pod's own)")
-	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve HTTP on")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address to serve the token endpoints on")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "address to serve /metrics (and --pprof) on, apart from the endpoints; 0 turns it off")
 	fs.IntVar(&c.ShardBudget, "shard-budget-bytes", c.ShardBudget, "byte budget of one revocation shard: new records beyond it are refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "store-write-timeout", c.WriteTimeout, "bound on one revocation-store commit, conflicts included")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long in-flight requests may finish after SIGTERM")
 	fs.DurationVar(&c.Linger, "store-linger", 2*time.Millisecond, "under load, how long a policy's journal writer gathers more operations before it writes (fewer, larger writes; that much more latency)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM), re-read when it changes; e.g. tls.crt of a mounted cert-manager Secret")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the private key of --tls-cert-file (PEM)")
-	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (profiling only; never expose it)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address (profiling only)")
 	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
 	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
 	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "password attempts per second per username")
@@ -58,6 +60,9 @@ func issuerFlags(fs *flag.FlagSet) runner {
 func (c *IssuerConfig) withDefaults() *IssuerConfig {
 	if c.Listen == "" {
 		c.Listen = ":8443"
+	}
+	if c.MetricsListen == "" {
+		c.MetricsListen = ":9090"
 	}
 	if c.ShardBudget == 0 {
 		c.ShardBudget = configmap.DefaultBudget
@@ -82,6 +87,12 @@ func (c *IssuerConfig) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil && c.MetricsListen != "0" {
+		errs = append(errs, fmt.Errorf("--metrics-listen %q: %w", c.MetricsListen, err))
+	}
+	if c.Pprof && c.MetricsListen == "0" {
+		errs = append(errs, errors.New("--pprof is served on the metrics address: it needs --metrics-listen"))
 	}
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600, got %d", c.ShardBudget))
@@ -111,7 +122,14 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
-	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, ShardBudget: c.ShardBudget,
+	var metrics net.Listener
+	if c.MetricsListen != "0" {
+		if metrics, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", c.MetricsListen, err)
+		}
+	}
+	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, MetricsListener: metrics, ShardBudget: c.ShardBudget,
 		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		Logger: logger.WithName("issuer")})
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -36,6 +37,7 @@ import (
 	"github.com/tokenwarden/tokenwarden/controllers"
 	"github.com/tokenwarden/tokenwarden/internal/keys"
 	"github.com/tokenwarden/tokenwarden/internal/kube"
+	"github.com/tokenwarden/tokenwarden/internal/login"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
@@ -164,15 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := b.client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "introspector"}}); err != nil {
 		return err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte("bench-password"), 10)
-	if err != nil {
-		return err
-	}
-	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: "users", Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentUsers}}, Data: map[string][]byte{}}
-	for i := range 100 {
-		users.Data[fmt.Sprintf("user-%d", i)] = hash
-	}
-	if err := b.client.Create(ctx, users); err != nil {
+	if b.hash, err = bcrypt.GenerateFromPassword([]byte("bench-password"), login.MinCost); err != nil {
 		return err
 	}
 
@@ -224,14 +218,25 @@ func startController(ctx context.Context, cfg *rest.Config) error {
 	}
 	// Merges of sealed segments follow seals by ShardStatusPeriod: 2 s keeps them inside a scenario's window
 	// (their writes count in its figures), at some controller CPU taken from the load generator.
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, ShardStatusPeriod: 2 * time.Second}); err != nil {
+	c, err := client.New(cfg, client.Options{Scheme: kube.Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNamespace}}); err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNamespace, ShardStatusPeriod: 2 * time.Second}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
 	return nil
 }
 
+// issuerNamespace is the issuer's namespace, where the controller materialises what it serves.
+const issuerNamespace = "tokenwarden-system"
+
 type bench struct {
+	hash       []byte // of every user's password
 	cfg        Config
 	rest       *rest.Config
 	kubeconfig string
@@ -248,10 +253,19 @@ func (b *bench) policy(ctx context.Context, sc scenario) (*v1alpha1.TokenPolicy,
 		Spec: v1alpha1.TokenPolicySpec{
 			Audiences:     []string{"bench-api"},
 			Signing:       v1alpha1.SigningSpec{Algorithm: sc.alg},
-			Login:         v1alpha1.LoginSpec{PasswordSecretName: "users"},
+			Login:         v1alpha1.LoginSpec{PasswordSecretName: fmt.Sprintf("users-%d", b.policies)},
 			Introspection: v1alpha1.IntrospectionSpec{ServiceAccounts: []v1alpha1.ServiceAccountRef{{Namespace: "bench", Name: "introspector"}}},
 			Revocation:    v1alpha1.RevocationSpec{Shards: shards},
 		}}
+	users := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Spec.Login.PasswordSecretName,
+		Labels: map[string]string{v1alpha1.LabelPolicy: p.Name}, Annotations: map[string]string{v1alpha1.AnnotationAllowedPolicies: p.Name}},
+		Data: map[string][]byte{}}
+	for i := range 100 {
+		users.Data[fmt.Sprintf("user-%d", i)] = b.hash
+	}
+	if err := b.client.Create(ctx, users); err != nil {
+		return nil, err
+	}
 	if err := b.client.Create(ctx, p); err != nil {
 		return nil, err
 	}
@@ -265,12 +279,16 @@ func (b *bench) policy(ctx context.Context, sc scenario) (*v1alpha1.TokenPolicy,
 }
 
 // remove deletes a scenario's policy and what it owns once the scenario is over, so that the controller's
-// work on it (merging its segments) does not land in the next scenario's figures. The control plane here
-// has no garbage collector, so the owned objects are deleted by label.
+// work on it (merging its segments) does not land in the next scenario's figures. The controller removes
+// what it materialised in the issuer's namespace before the policy goes (its finalizer); the control plane
+// here has no garbage collector, so what the policy owns beside it is deleted by label.
 func (b *bench) remove(p *v1alpha1.TokenPolicy) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_ = b.client.Delete(ctx, p)
+	_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		return apierrors.IsNotFound(b.client.Get(ctx, client.ObjectKeyFromObject(p), &v1alpha1.TokenPolicy{})), nil
+	})
 	owned := []client.DeleteAllOfOption{client.InNamespace(p.Namespace), client.MatchingLabels{v1alpha1.LabelPolicy: p.Name}}
 	_ = b.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, owned...)
 	_ = b.client.DeleteAllOf(ctx, &corev1.Secret{}, owned...)
@@ -319,7 +337,7 @@ func (b *bench) preload(ctx context.Context, p *v1alpha1.TokenPolicy, n int) ([]
 		records[shard][revocation.SessionKey(s.ID)] = revocation.EncodeSession(revocation.Session{Subject: s.Subject, Generation: 1, Rotated: now, Expiry: s.Expiry, State: revocation.Active})
 	}
 	for i, recs := range records {
-		key := types.NamespacedName{Namespace: p.Namespace, Name: revocation.ShardName(p.Name, i)}
+		key := types.NamespacedName{Namespace: issuerNamespace, Name: configmap.For(p, issuerNamespace).BaseName(i)}
 		if _, _, err := configmap.UpdateShard(ctx, b.client, b.client, key, nil, func(data map[string]string) (bool, error) {
 			for k, v := range recs {
 				data[k] = v
@@ -336,7 +354,13 @@ func (b *bench) preload(ctx context.Context, p *v1alpha1.TokenPolicy, n int) ([]
 func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, tag string) ([]*process, error) {
 	var procs []*process
 	for i := range n {
-		args := []string{"issuer", "--external-url", externalURL, "--password-rate-per-client", "1e9", "--password-burst-per-client", "1000000",
+		metricsAddr, err := freePort()
+		if err != nil {
+			stopAll(procs)
+			return nil, err
+		}
+		args := []string{"issuer", "--external-url", externalURL, "--namespace", issuerNamespace, "--metrics-listen", metricsAddr,
+			"--password-rate-per-client", "1e9", "--password-burst-per-client", "1000000",
 			"--password-rate-per-user", "1e9", "--password-burst-per-user", "1000000"}
 		if b.cfg.Profile != "" {
 			args = append(args, "--pprof")
@@ -346,6 +370,7 @@ func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, ta
 			stopAll(procs)
 			return nil, err
 		}
+		proc.metrics = "http://" + metricsAddr
 		procs = append(procs, proc)
 	}
 	for _, proc := range procs {
@@ -397,7 +422,7 @@ func sumMetrics(procs []*process, policy string) (map[string]float64, error) {
 		}
 	}
 	for _, p := range procs {
-		m, err := metrics(p.base, storeCounters...)
+		m, err := metrics(p.metrics, storeCounters...)
 		if err != nil {
 			return nil, err
 		}
@@ -536,7 +561,7 @@ func (b *bench) profile(ctx context.Context, sc scenario, p *process) <-chan str
 	go func() {
 		defer close(done)
 		secs := int(max(1, b.cfg.Duration.Seconds()-1))
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.base, secs))
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.metrics, secs))
 		if err != nil {
 			return
 		}

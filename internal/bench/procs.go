@@ -20,9 +20,10 @@ import (
 
 // process is a child process of the load tool: an issuer replica or the bound server.
 type process struct {
-	cmd  *exec.Cmd
-	base string // http://127.0.0.1:port
-	log  *os.File
+	cmd     *exec.Cmd
+	base    string // http://127.0.0.1:port
+	metrics string // http://127.0.0.1:port of an issuer's /metrics
+	log     *os.File
 }
 
 func freePort() (string, error) {

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
@@ -37,8 +38,11 @@ type Options struct {
 	// Namespace is the issuer's own, where the controller materialises what it serves: the only namespace
 	// whose Secrets and ConfigMaps the replica reads and writes.
 	Namespace string
-	// Listener is where the replica serves HTTP.
+	// Listener is where the replica serves its endpoints.
 	Listener net.Listener
+	// MetricsListener, if set, is where the replica serves /metrics (and pprof): never the endpoints'
+	// listener, which faces every app.
+	MetricsListener net.Listener
 	// ShardBudget and WriteTimeout configure the revocation store; zero means its defaults.
 	ShardBudget  int
 	WriteTimeout time.Duration
@@ -55,8 +59,8 @@ type Options struct {
 	// TLSCertFile and TLSKeyFile, when set, make the replica serve HTTPS with that pair, re-read when the
 	// files change (a mounted kubernetes.io/tls Secret, as cert-manager renews it).
 	TLSCertFile, TLSKeyFile string
-	// Pprof serves net/http/pprof under /debug/pprof/ on the same listener: for profiling only, never in
-	// production (it is off unless asked for).
+	// Pprof serves net/http/pprof under /debug/pprof/ on the metrics listener: for profiling only (it is off
+	// unless asked for).
 	Pprof bool
 	// Ready, if set, is closed once the policies are loaded and the replica serves them.
 	Ready chan<- struct{}
@@ -76,6 +80,21 @@ func CacheOptions(namespace string) cache.Options {
 		&corev1.Secret{}:    {Namespaces: own, Label: labels.NewSelector().Add(*secrets)},
 		&corev1.ConfigMap{}: {Namespaces: own, Label: labels.NewSelector().Add(*shards)},
 	}}
+}
+
+// metricsServer serves /metrics, and with pprof net/http/pprof under /debug/pprof/: on a port of its own,
+// which the chart's Service does not expose (Prometheus scrapes the pod).
+func metricsServer(srv *issuer.Server, withPprof bool) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", srv.MetricsHandler())
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	// No write timeout: a CPU profile takes as long as it is asked to.
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
 }
 
 // Run runs one replica until ctx ends, then drains in-flight requests for ShutdownGrace.
@@ -146,32 +165,31 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	defer cancel()
 	cacheDone := make(chan error, 1)
 	go func() { cacheDone <- informers.Start(ctx) }()
-	handler := srv.Handler()
-	if o.Pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", handler)
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		handler = mux
-	}
-	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), handler)
-	if o.Pprof {
-		httpServer.WriteTimeout = 0 // a CPU profile takes as long as it is asked to
-	}
+	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), srv.Handler())
 	serve := func() error { return httpServer.Serve(o.Listener) }
 	if o.TLSCertFile != "" {
-		certs, err := issuer.NewCertReloader(o.TLSCertFile, o.TLSKeyFile)
+		// A renewed pair (a mounted Secret cert-manager or the controller rewrites) is served without a
+		// restart.
+		certs, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("load the TLS certificate: %w", err)
 		}
+		go func() { _ = certs.Start(ctx) }()
 		httpServer.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
 		serve = func() error { return httpServer.ServeTLS(o.Listener, "", "") }
 	}
+	if o.MetricsListener != nil {
+		metricsServer := metricsServer(srv, o.Pprof)
+		go func() { _ = metricsServer.Serve(o.MetricsListener) }()
+		defer metricsServer.Close()
+	}
 	served := make(chan error, 1)
 	go func() { served <- serve() }() // /readyz answers 503 until the policies are loaded
-	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "externalURL", o.ExternalURL)
+	metricsAddress := ""
+	if o.MetricsListener != nil {
+		metricsAddress = o.MetricsListener.Addr().String()
+	}
+	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "metricsAddress", metricsAddress, "externalURL", o.ExternalURL)
 	if err := source.Start(ctx, informers); err != nil {
 		_ = httpServer.Close()
 		return err

@@ -53,23 +53,27 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 	if logs == nil {
 		logs = io.Discard
 	}
-	cmd := exec.Command(bin, append([]string{"issuer", "--external-url", externalURL, "--namespace", issuerNS, "--listen", "127.0.0.1:0"}, flags...)...)
+	cmd := exec.Command(bin, append([]string{"issuer", "--external-url", externalURL, "--namespace", issuerNS, "--listen", "127.0.0.1:0",
+		"--metrics-listen", "127.0.0.1:0"}, flags...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	stderr, err := cmd.StderrPipe()
 	must(t, err)
 	must(t, cmd.Start())
 	exited := make(chan struct{})
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
-		// The zap JSON log line "Serving" names the address; the whole log goes to logs.
+		// The zap JSON log line "Serving" names the addresses; the whole log goes to logs.
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			_, _ = logs.Write(append(sc.Bytes(), '\n'))
-			var line struct{ Msg, Address string }
+			var line struct {
+				Msg, Address   string
+				MetricsAddress string `json:"metricsAddress"`
+			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "Serving" && line.Address != "" {
 				select {
-				case addr <- line.Address:
+				case addr <- [2]string{line.Address, line.MetricsAddress}:
 				default:
 				}
 			}
@@ -78,10 +82,10 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	var base string
+	var base, metrics string
 	select {
 	case a := <-addr:
-		base = "http://" + a
+		base, metrics = "http://"+a[0], "http://"+a[1]
 	case <-exited:
 		t.Fatalf("tokenwarden issuer exited before serving")
 	case <-time.After(60 * time.Second):
@@ -89,7 +93,7 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 		t.Fatalf("tokenwarden issuer did not serve within 60s")
 	}
 	var once sync.Once
-	r := &replica{base: base, stop: func() {
+	r := &replica{base: base, metrics: metrics, stop: func() {
 		once.Do(func() {
 			_ = cmd.Process.Kill() // SIGKILL
 			<-exited

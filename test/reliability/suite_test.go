@@ -118,8 +118,9 @@ type replicaOptions struct {
 
 // replica is one running issuer.
 type replica struct {
-	base string // http://127.0.0.1:port
-	stop func()
+	base    string // http://127.0.0.1:port, its endpoints
+	metrics string // http://127.0.0.1:port, its /metrics
+	stop    func()
 }
 
 // startReplica starts an issuer replica serving externalURL with app.Run, as the binary does.
@@ -139,7 +140,7 @@ func startReplica(t testing.TB, o replicaOptions) *replica {
 			c.IPRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000} // the tests log in fast from one address
 			c.UsernameRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000}
 		}})
-	return &replica{base: r.Base, stop: r.Stop}
+	return &replica{base: r.Base, metrics: r.Metrics, stop: r.Stop}
 }
 
 // fixture is a namespace with a policy, users, ServiceAccounts and replicas.
@@ -511,6 +512,9 @@ func metric(base, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if r.status != http.StatusOK {
+		return 0, fmt.Errorf("GET %s/metrics: %d", base, r.status)
+	}
 	for _, line := range strings.Split(string(r.body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -523,10 +527,11 @@ func metric(base, name string) (float64, error) {
 func (f *fixture) sumMetric(name string) float64 {
 	var sum float64
 	for i := range f.count() {
-		v, err := metric(f.replica(i).base, name)
-		if err == nil {
-			sum += v
+		v, err := metric(f.replica(i).metrics, name)
+		if err != nil {
+			f.t.Fatalf("replica %d: %v", i, err)
 		}
+		sum += v
 	}
 	return sum
 }

@@ -15,8 +15,10 @@ import (
 
 // Replica is one running issuer.
 type Replica struct {
-	// Base is the URL the replica listens at: http(s)://127.0.0.1:port.
+	// Base is the URL the replica serves its endpoints at: http(s)://127.0.0.1:port.
 	Base string
+	// Metrics is the URL the replica serves /metrics at: http://127.0.0.1:port.
+	Metrics string
 	// Stop ends the replica and waits for it; later calls do nothing. Cleanup calls it too.
 	Stop func()
 }
@@ -40,8 +42,12 @@ func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 5 * time.Second
 	}
+	metrics, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ready := make(chan struct{})
-	o.Listener, o.Ready = ln, ready
+	o.Listener, o.MetricsListener, o.Ready = ln, metrics, ready
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx, cfg, o) }()
@@ -55,7 +61,7 @@ func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
 		t.Fatal("replica not ready within 60s")
 	}
 	var stopped atomic.Bool
-	r := &Replica{Base: base, Stop: func() {
+	r := &Replica{Base: base, Metrics: "http://" + metrics.Addr().String(), Stop: func() {
 		if stopped.Swap(true) {
 			return
 		}
