@@ -75,6 +75,15 @@ type Options struct {
 	CompactBytes int
 	// Clock is the time keys rotate and revocations apply at; nil means the real clock.
 	Clock clock.PassiveClock
+	// IssuerTLS, when its SecretName is set, has the controller keep the issuer's self-signed serving
+	// certificate (IssuerCertReconciler) in the issuer's namespace.
+	IssuerTLS IssuerTLS
+}
+
+// IssuerTLS says where the issuer's self-signed certificate goes and what it names.
+type IssuerTLS struct {
+	SecretName, CAConfigMap string
+	Hosts                   []string
 }
 
 // Setup registers the TokenPolicy and TokenRevocation reconcilers with mgr, as the controller binary runs
@@ -99,6 +108,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		IssuerNamespace: o.IssuerNamespace, Revocations: keeper}
 	if err := revocations.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenRevocation controller: %w", err)
+	}
+	if o.IssuerTLS.SecretName != "" {
+		certs := &IssuerCertReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock, Namespace: o.IssuerNamespace,
+			SecretName: o.IssuerTLS.SecretName, CAConfigMap: o.IssuerTLS.CAConfigMap, Hosts: o.IssuerTLS.Hosts}
+		if err := certs.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the issuer certificate controller: %w", err)
+		}
 	}
 	return nil
 }

@@ -289,7 +289,7 @@ func (r *TokenPolicyReconciler) useProvidedSecret(s *scope, secret *corev1.Secre
 	if err != nil {
 		return r.keysInvalid(s, err)
 	}
-	s.keySet, s.keySource = set, source(secret)
+	s.keySet, s.keySource = set, sourceOf(secret)
 	for _, kid := range set.IDs() {
 		state := v1alpha1.KeyRetired
 		if kid == set.Active.ID {
@@ -305,7 +305,7 @@ func (r *TokenPolicyReconciler) loadKeys(s *scope, secret *corev1.Secret, schedu
 	if err != nil {
 		return r.keysInvalid(s, err)
 	}
-	s.keySet, s.keySource = set, source(secret)
+	s.keySet, s.keySource = set, sourceOf(secret)
 	retention := timingFor(s.policy).retention
 	sort.SliceStable(schedule, func(i, j int) bool { return schedule[i].Created.Before(schedule[j].Created) })
 	for _, sk := range schedule {
@@ -359,5 +359,5 @@ func (r *TokenPolicyReconciler) event(p *v1alpha1.TokenPolicy, eventType, reason
 	}
 }
 
-// source is the value of AnnotationSource for a copy made from secret.
-func source(secret *corev1.Secret) string { return secret.Name + "@" + secret.ResourceVersion }
+// sourceOf is the value of AnnotationSource for a copy made from secret.
+func sourceOf(secret *corev1.Secret) string { return secret.Name + "@" + secret.ResourceVersion }

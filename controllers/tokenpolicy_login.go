@@ -50,5 +50,5 @@ func (r *TokenPolicyReconciler) reconcileLogin(ctx context.Context, s *scope) er
 	}
 	s.login = fmt.Sprintf("Password login is on for the %d users of Secret %s", len(secret.Data), name)
 	return r.materialise(ctx, p, copyName, v1alpha1.ComponentUsers, maps.Clone(secret.Data),
-		map[string]string{v1alpha1.AnnotationSource: source(secret)})
+		map[string]string{v1alpha1.AnnotationSource: sourceOf(secret)})
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -24,6 +25,9 @@ import (
 type ControllerConfig struct {
 	IssuerURL        string
 	IssuerNamespace  string
+	IssuerTLSSecret  string
+	IssuerCAConfig   string
+	IssuerTLSHosts   string
 	MetricsAddr      string
 	ProbeAddr        string
 	LeaderElection   bool
@@ -37,6 +41,9 @@ func controllerFlags(fs *flag.FlagSet) runner {
 	c := &ControllerConfig{}
 	fs.StringVar(&c.IssuerURL, "issuer-url", "", "external base URL of the issuer; a policy is served at <issuer-url>/<namespace>/<name> (required)")
 	fs.StringVar(&c.IssuerNamespace, "issuer-namespace", podNamespace(), "the issuer's namespace, where the controller materialises each policy's keys, users and revocation objects for it (default: the controller's own)")
+	fs.StringVar(&c.IssuerTLSSecret, "issuer-tls-secret", "", "keep the issuer's self-signed serving certificate in this Secret of the issuer's namespace (its CA in <name>-ca, which only the controller reads); empty: the issuer's certificate comes from elsewhere")
+	fs.StringVar(&c.IssuerCAConfig, "issuer-ca-configmap", "", "publish the self-signed CA's certificate (ca.crt) in this ConfigMap of the issuer's namespace, for clients to trust")
+	fs.StringVar(&c.IssuerTLSHosts, "issuer-tls-hosts", "", "comma-separated DNS names of the self-signed certificate (the issuer Service's names, the external URL's host)")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", true, "elect a leader so that only one replica reconciles")
@@ -55,6 +62,9 @@ func (c *ControllerConfig) Validate() error {
 	}
 	if err := validNamespace("issuer-namespace", c.IssuerNamespace); err != nil {
 		errs = append(errs, err)
+	}
+	if c.IssuerTLSSecret != "" && (c.IssuerCAConfig == "" || c.IssuerTLSHosts == "") {
+		errs = append(errs, errors.New("--issuer-tls-secret needs --issuer-ca-configmap and --issuer-tls-hosts"))
 	}
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600 (objects are limited to 1 MiB), got %d", c.ShardBudget))
@@ -82,7 +92,8 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, IssuerNamespace: c.IssuerNamespace, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, IssuerNamespace: c.IssuerNamespace, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus,
+		IssuerTLS: controllers.IssuerTLS{SecretName: c.IssuerTLSSecret, CAConfigMap: c.IssuerCAConfig, Hosts: splitList(c.IssuerTLSHosts)}}); err != nil {
 		return err
 	}
 	if c.ProbeAddr != "0" {
@@ -113,4 +124,15 @@ func withCluster(ctx context.Context, opts *zap.Options, run func(context.Contex
 func setLogger(logger logr.Logger) {
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger)
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
