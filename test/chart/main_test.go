@@ -37,7 +37,7 @@ var env *testenv.Env
 var runtimeConverter = runtime.DefaultUnstructuredConverter
 
 func TestMain(m *testing.M) {
-	testenv.Main(m, &env, installServiceMonitorCRD)
+	testenv.Main(m, &env, installServiceMonitorCRD, installCertificateCRD)
 }
 
 // The release every comparison with the kustomize installation uses: its names are then the same.
@@ -310,6 +310,36 @@ func installServiceMonitorCRD(e *testenv.Env) error {
 					},
 				}},
 			}},
+		},
+	}
+	_, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}})
+	return err
+}
+
+// installCertificateCRD installs a cert-manager Certificate CRD holding the part of cert-manager's schema
+// the chart uses, so that a dry run of the chart's Certificate checks its fields.
+func installCertificateCRD(e *testenv.Env) error {
+	str := apiextensionsv1.JSONSchemaProps{Type: "string"}
+	spec := apiextensionsv1.JSONSchemaProps{Type: "object", Required: []string{"secretName", "issuerRef"}, Properties: map[string]apiextensionsv1.JSONSchemaProps{
+		"secretName": str,
+		"dnsNames":   {Type: "array", Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &str}},
+		"privateKey": {Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{
+			"algorithm":      {Type: "string", Enum: []apiextensionsv1.JSON{{Raw: []byte(`"RSA"`)}, {Raw: []byte(`"ECDSA"`)}, {Raw: []byte(`"Ed25519"`)}}},
+			"size":           {Type: "integer"},
+			"rotationPolicy": {Type: "string", Enum: []apiextensionsv1.JSON{{Raw: []byte(`"Never"`)}, {Raw: []byte(`"Always"`)}}},
+		}},
+		"issuerRef": {Type: "object", Required: []string{"name"}, Properties: map[string]apiextensionsv1.JSONSchemaProps{"name": str, "kind": str, "group": str}},
+	}}
+	crd := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: "certificates.cert-manager.io"},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: "cert-manager.io", Scope: apiextensionsv1.NamespaceScoped,
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: "Certificate", ListKind: "CertificateList", Plural: "certificates", Singular: "certificate"},
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1", Served: true, Storage: true,
+				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+					Type: "object", Properties: map[string]apiextensionsv1.JSONSchemaProps{
+						"apiVersion": str, "kind": str, "metadata": {Type: "object"}, "spec": spec,
+					}}}}},
 		},
 	}
 	_, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}})

@@ -61,19 +61,26 @@ func grants(t *testing.T, o *unstructured.Unstructured) []string {
 	return slices.Compact(out)
 }
 
-// issuerGrants is everything the issuer needs, and no more: it reads policies, Secrets (signing keys,
-// users) and ConfigMaps (revocation objects) through informers, updates journals, creates sealed segments,
-// reviews ServiceAccount tokens and records events.
-var issuerGrants = []string{
-	"create authentication.k8s.io/tokenreviews",
-	"create configmaps",
-	"create events.k8s.io/events",
-	"get configmaps", "get secrets", "get tokenwarden.io/tokenpolicies",
-	"list configmaps", "list secrets", "list tokenwarden.io/tokenpolicies",
-	"patch events.k8s.io/events",
-	"update configmaps",
-	"watch configmaps", "watch secrets", "watch tokenwarden.io/tokenpolicies",
-}
+// The issuer's grants: everything it needs, and no more. Cluster-wide it reads policies, reviews
+// ServiceAccount tokens and records events; in its own namespace it reads Secrets (signing keys, users)
+// and ConfigMaps (revocation objects) through informers, updates journals and creates sealed segments.
+var (
+	issuerClusterGrants = []string{
+		"create authentication.k8s.io/tokenreviews",
+		"create events.k8s.io/events",
+		"get tokenwarden.io/tokenpolicies",
+		"list tokenwarden.io/tokenpolicies",
+		"patch events.k8s.io/events",
+		"watch tokenwarden.io/tokenpolicies",
+	}
+	issuerNamespaceGrants = []string{
+		"create configmaps",
+		"get configmaps", "get secrets",
+		"list configmaps", "list secrets",
+		"update configmaps",
+		"watch configmaps", "watch secrets",
+	}
+)
 
 func TestTheChartGrantsTheControllerExactlyTheGeneratedRules(t *testing.T) {
 	chart := renderChart(t, defaultRelease, defaultNamespace, "")
@@ -93,13 +100,20 @@ func TestTheChartGrantsTheControllerExactlyTheGeneratedRules(t *testing.T) {
 }
 
 func TestTheChartAndKustomizeGrantTheIssuerTheSameLeastRules(t *testing.T) {
-	chart := grants(t, find(t, renderChart(t, defaultRelease, defaultNamespace, ""), "ClusterRole", "tokenwarden-issuer"))
-	kustomize := grants(t, find(t, renderKustomize(t), "ClusterRole", "tokenwarden-issuer"))
-	if !slices.Equal(chart, issuerGrants) {
-		t.Errorf("chart's issuer ClusterRole:\ngot  %q;\nwant %q", chart, issuerGrants)
-	}
-	if !slices.Equal(kustomize, issuerGrants) {
-		t.Errorf("config/issuer's issuer ClusterRole:\ngot  %q;\nwant %q", kustomize, issuerGrants)
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"the chart":     renderChart(t, defaultRelease, defaultNamespace, ""),
+		"config/issuer": renderKustomize(t),
+	} {
+		if got := grants(t, find(t, objs, "ClusterRole", "tokenwarden-issuer")); !slices.Equal(got, issuerClusterGrants) {
+			t.Errorf("%s: the issuer's ClusterRole:\ngot  %q;\nwant %q (no Secrets, no ConfigMaps)", name, got, issuerClusterGrants)
+		}
+		role := find(t, objs, "Role", "tokenwarden-issuer")
+		if got := grants(t, role); !slices.Equal(got, issuerNamespaceGrants) {
+			t.Errorf("%s: the issuer's Role:\ngot  %q;\nwant %q", name, got, issuerNamespaceGrants)
+		}
+		if role.GetNamespace() != defaultNamespace {
+			t.Errorf("%s: the issuer's Role is in %q; want the release namespace %q", name, role.GetNamespace(), defaultNamespace)
+		}
 	}
 }
 
@@ -123,11 +137,33 @@ type access struct {
 }
 
 func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) {
-	ctx := context.Background()
 	release := restrictedNamespace(t) // the release namespace
-	apps := env.Namespace(t)          // a namespace with a policy, its keys, users and shards
-	const prefix = "least-privilege-tokenwarden"
-	for _, o := range renderChart(t, "least-privilege", release, "") {
+	checkLeastPrivilege(t, renderChart(t, "least-privilege", release, ""), release, "least-privilege-tokenwarden")
+}
+
+func TestTheKustomizeServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) {
+	var objs []*unstructured.Unstructured
+	for _, o := range renderKustomize(t) {
+		if o.GetKind() == "Namespace" { // created below, without its Pod Security label's ceremony
+			continue
+		}
+		objs = append(objs, o)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: defaultNamespace}}
+	if err := env.Client.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	checkLeastPrivilege(t, objs, defaultNamespace, "tokenwarden")
+}
+
+// checkLeastPrivilege installs the ServiceAccounts and RBAC of an installation (objs) whose namespace is
+// release and whose object names start with prefix, and impersonates each ServiceAccount to show what it
+// may and may not do. The issuer reaches Secrets and ConfigMaps only in the release namespace; a tenant's
+// namespace and kube-system are out of its reach.
+func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, release, prefix string) {
+	ctx := context.Background()
+	apps := env.Namespace(t) // a tenant namespace with a policy, its keys, users, and the previous layout's shard
+	for _, o := range objs {
 		switch o.GetKind() {
 		case "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding":
 		default:
@@ -136,9 +172,7 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatalf("create %s: %v", identity(o), err)
 		}
-		if o.GetNamespace() == "" {
-			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), o) })
-		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), o) })
 	}
 
 	// What a policy namespace holds, created as the administrator.
@@ -146,9 +180,15 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 		Spec: v1alpha1.TokenPolicySpec{Audiences: []string{"payments-api"}}}
 	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "payments-signing-keys", Namespace: apps,
 		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}}}
-	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "payments-revocations-0", Namespace: apps,
+	tenantConfig := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "payments-revocations-0", Namespace: apps,
 		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
-	for _, o := range []client.Object{policy, keys, shard} {
+	// What the controller materialises in the release namespace.
+	ownKeys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "default.payments.x-signing-keys", Namespace: release,
+		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}}}
+	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "default.payments.x-revocations-0", Namespace: release,
+		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+	systemConfig := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-" + apps, Namespace: "kube-system"}}
+	for _, o := range []client.Object{policy, keys, tenantConfig, ownKeys, shard, systemConfig} {
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
 		}
@@ -159,7 +199,10 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 
 	// RBAC reaches the authorizer through its informers: wait until each binding shows.
 	ready := map[string]func() error{
-		"the issuer lists Secrets": func() error { return issuer.List(ctx, &corev1.SecretList{}, client.InNamespace(apps)) },
+		"the issuer lists the Secrets of its namespace": func() error {
+			return issuer.List(ctx, &corev1.SecretList{}, client.InNamespace(release))
+		},
+		"the issuer lists TokenPolicies": func() error { return issuer.List(ctx, &v1alpha1.TokenPolicyList{}) },
 		"the controller lists ConfigMaps": func() error {
 			return controller.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(apps))
 		},
@@ -179,11 +222,11 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 		t.Fatal(err)
 	}
 	secretsOfComponents := client.MatchingLabelsSelector{Selector: components}
-	newConfigMap := func() *corev1.ConfigMap {
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "payments-revocations-", Namespace: apps}}
+	newConfigMap := func(ns string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "payments-revocations-", Namespace: ns}}
 	}
-	newSecret := func() *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{GenerateName: "payments-signing-keys-", Namespace: apps}}
+	newSecret := func(ns string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{GenerateName: "payments-signing-keys-", Namespace: ns}}
 	}
 	touch := func(o client.Object) client.Object {
 		o.SetAnnotations(map[string]string{"tokenwarden.io/touched": time.Now().UTC().Format(time.RFC3339Nano)})
@@ -231,33 +274,60 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 				return c.List(ctx, &appsv1.DeploymentList{}, client.InNamespace(apps))
 			}},
 			{"creates a Deployment", false, func(ctx context.Context) error { return c.Create(ctx, deployment()) }},
-			{"deletes a Secret", false, func(ctx context.Context) error { return c.Delete(ctx, fresh(keys)) }},
 		}
 	}
 
 	tests := map[string][]access{
 		"issuer": append([]access{
-			{"lists the labelled Secrets of every namespace", true, func(ctx context.Context) error {
+			// Its own namespace: what the controller materialises there.
+			{"lists the labelled Secrets of its namespace", true, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.SecretList{}, secretsOfComponents, client.InNamespace(release))
+			}},
+			{"gets a signing-key Secret of its namespace", true, func(ctx context.Context) error {
+				return issuer.Get(ctx, client.ObjectKeyFromObject(ownKeys), &corev1.Secret{})
+			}},
+			{"lists the revocation objects of its namespace", true, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(release), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations})
+			}},
+			{"updates a revocation shard of its namespace", true, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(shard))) }},
+			{"creates a ConfigMap of its namespace (a sealed segment)", true, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap(release)) }},
+			{"patches a revocation shard", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(shard), mergePatch) }},
+			{"deletes a revocation shard", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(shard)) }},
+			{"creates a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Create(ctx, newSecret(release)) }},
+			{"updates a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(ownKeys))) }},
+			{"patches a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(ownKeys), mergePatch) }},
+			{"deletes a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(ownKeys)) }},
+			// Every other namespace: nothing of Secrets and ConfigMaps.
+			{"lists the Secrets of every namespace", false, func(ctx context.Context) error {
 				return issuer.List(ctx, &corev1.SecretList{}, secretsOfComponents)
 			}},
-			{"gets a signing-key Secret", true, func(ctx context.Context) error {
+			{"lists the Secrets of kube-system", false, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.SecretList{}, client.InNamespace("kube-system"))
+			}},
+			{"gets a Secret of kube-system", false, func(ctx context.Context) error {
+				return issuer.Get(ctx, client.ObjectKey{Namespace: "kube-system", Name: "bootstrap-token-abcdef"}, &corev1.Secret{})
+			}},
+			{"lists the Secrets of a tenant's namespace", false, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.SecretList{}, client.InNamespace(apps))
+			}},
+			{"gets a tenant's signing-key Secret", false, func(ctx context.Context) error {
 				return issuer.Get(ctx, client.ObjectKeyFromObject(keys), &corev1.Secret{})
 			}},
+			{"lists the ConfigMaps of every namespace", false, func(ctx context.Context) error { return issuer.List(ctx, &corev1.ConfigMapList{}) }},
+			{"lists the ConfigMaps of a tenant's namespace", false, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(apps))
+			}},
+			{"updates a ConfigMap of a tenant's namespace", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(tenantConfig))) }},
+			{"creates a ConfigMap in a tenant's namespace", false, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap(apps)) }},
+			{"creates a ConfigMap in kube-system", false, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap("kube-system")) }},
+			{"updates a ConfigMap of kube-system", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(systemConfig))) }},
+			{"patches a ConfigMap of kube-system", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(systemConfig), mergePatch) }},
+			// The rest of what it may do, cluster-wide.
 			{"lists the TokenPolicies of every namespace", true, func(ctx context.Context) error {
 				return issuer.List(ctx, &v1alpha1.TokenPolicyList{})
 			}},
-			{"lists the revocation shards of every namespace", true, func(ctx context.Context) error {
-				return issuer.List(ctx, &corev1.ConfigMapList{}, client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations})
-			}},
-			{"updates a revocation shard", true, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(shard))) }},
 			{"creates a TokenReview", true, func(ctx context.Context) error { return issuer.Create(ctx, tokenReview()) }},
 			{"creates an events.k8s.io Event", true, func(ctx context.Context) error { return issuer.Create(ctx, event()) }},
-			{"creates a ConfigMap (a sealed segment)", true, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap()) }},
-			{"patches a revocation shard", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(shard), mergePatch) }},
-			{"deletes a revocation shard", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(shard)) }},
-			{"creates a Secret", false, func(ctx context.Context) error { return issuer.Create(ctx, newSecret()) }},
-			{"updates a Secret", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(keys))) }},
-			{"patches a Secret", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(keys), mergePatch) }},
 			{"updates a TokenPolicy", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(policy))) }},
 			{"updates a TokenPolicy's status", false, func(ctx context.Context) error {
 				return issuer.Status().Update(ctx, fresh(policy))
@@ -276,20 +346,26 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 			{"updates a TokenPolicy's status", true, func(ctx context.Context) error {
 				return controller.Status().Update(ctx, fresh(policy))
 			}},
-			{"creates a Secret", true, func(ctx context.Context) error { return controller.Create(ctx, newSecret()) }},
+			{"patches a TokenPolicy (its finalizer)", true, func(ctx context.Context) error {
+				return controller.Patch(ctx, fresh(policy), mergePatch)
+			}},
+			{"lists the Secrets of every namespace (their metadata is all it caches)", true, func(ctx context.Context) error {
+				return controller.List(ctx, &corev1.SecretList{})
+			}},
+			{"creates a Secret", true, func(ctx context.Context) error { return controller.Create(ctx, newSecret(apps)) }},
 			{"patches a signing-key Secret", true, func(ctx context.Context) error {
 				return controller.Patch(ctx, fresh(keys), mergePatch)
 			}},
-			{"creates a ConfigMap", true, func(ctx context.Context) error { return controller.Create(ctx, newConfigMap()) }},
+			{"deletes a materialised Secret", true, func(ctx context.Context) error { return controller.Delete(ctx, fresh(ownKeys)) }},
+			{"creates a ConfigMap", true, func(ctx context.Context) error { return controller.Create(ctx, newConfigMap(release)) }},
 			{"creates a Lease in the release namespace", true, func(ctx context.Context) error { return controller.Create(ctx, lease(release)) }},
 			{"creates an events.k8s.io Event", true, func(ctx context.Context) error { return controller.Create(ctx, event()) }},
-			{"updates a TokenPolicy's spec", false, func(ctx context.Context) error { return controller.Update(ctx, touch(fresh(policy))) }},
 			{"deletes a TokenPolicy", false, func(ctx context.Context) error { return controller.Delete(ctx, fresh(policy)) }},
 			{"creates a TokenReview", false, func(ctx context.Context) error { return controller.Create(ctx, tokenReview()) }},
 		}, neither(controller)...),
 	}
-	for component, accesses := range tests {
-		for _, a := range accesses {
+	for _, component := range []string{"issuer", "controller"} { // the controller's allowed deletions come last
+		for _, a := range tests[component] {
 			t.Run(fmt.Sprintf("the %s %s", component, a.what), func(t *testing.T) {
 				err := a.do(ctx)
 				switch {
@@ -301,11 +377,88 @@ func TestTheChartsServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.T) 
 			})
 		}
 	}
-	// The revocation shard and the signing keys the forbidden requests aimed at are still there.
-	for _, o := range []client.Object{shard, keys, policy} {
+	// What the issuer's forbidden requests aimed at is still there.
+	for _, o := range []client.Object{shard, keys, policy, tenantConfig, systemConfig} {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			t.Errorf("get %s after the forbidden requests: got %v; want it still there", o.GetName(), err)
 		}
+	}
+	if got := systemConfig.GetAnnotations(); len(got) != 0 {
+		t.Errorf("kube-system's ConfigMap was changed: annotations %v", got)
+	}
+}
+
+// TestTheViewerRolesLetOnCallReadRevocationsAndNothingElse binds the chart's viewer roles to a person, as
+// the README says, and checks what `kubectl tokenwarden status/sessions/inspect` read, and nothing more.
+func TestTheViewerRolesLetOnCallReadRevocationsAndNothingElse(t *testing.T) {
+	ctx := context.Background()
+	release, apps := restrictedNamespace(t), env.Namespace(t)
+	for _, o := range renderChart(t, "viewer", release, "") {
+		switch o.GetKind() {
+		case "ClusterRole", "Role":
+			if !strings.HasSuffix(o.GetName(), "-revocation-viewer") {
+				continue
+			}
+		default:
+			continue
+		}
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), o) })
+	}
+	subject := []rbacv1.Subject{{Kind: "User", Name: "oncall-" + apps, APIGroup: rbacv1.GroupName}}
+	ref := func(kind string) rbacv1.RoleRef {
+		return rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kind, Name: "viewer-tokenwarden-revocation-viewer"}
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "oncall-" + apps}, RoleRef: ref("ClusterRole"), Subjects: subject}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "oncall", Namespace: release}, RoleRef: ref("Role"), Subjects: subject}
+	for _, o := range []client.Object{crb, rb} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), crb) })
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "oncall-" + apps}
+	oncall, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		err := oncall.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(release))
+		return err == nil, fmt.Sprintf("list the revocation ConfigMaps: %v", err)
+	})
+	for _, a := range []access{
+		{"lists TokenPolicies", true, func(ctx context.Context) error { return oncall.List(ctx, &v1alpha1.TokenPolicyList{}) }},
+		{"lists TokenRevocations", true, func(ctx context.Context) error { return oncall.List(ctx, &v1alpha1.TokenRevocationList{}) }},
+		{"lists the ConfigMaps of the release namespace", true, func(ctx context.Context) error {
+			return oncall.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(release))
+		}},
+		{"lists the ConfigMaps of a tenant's namespace", false, func(ctx context.Context) error {
+			return oncall.List(ctx, &corev1.ConfigMapList{}, client.InNamespace(apps))
+		}},
+		{"lists the Secrets of the release namespace", false, func(ctx context.Context) error {
+			return oncall.List(ctx, &corev1.SecretList{}, client.InNamespace(release))
+		}},
+		{"creates a TokenRevocation", false, func(ctx context.Context) error {
+			return oncall.Create(ctx, &v1alpha1.TokenRevocation{ObjectMeta: metav1.ObjectMeta{GenerateName: "r-", Namespace: apps},
+				Spec: v1alpha1.TokenRevocationSpec{PolicyName: "payments", Subject: "bob"}})
+		}},
+		{"updates a TokenPolicy", false, func(ctx context.Context) error {
+			return oncall.Create(ctx, &v1alpha1.TokenPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: apps},
+				Spec: v1alpha1.TokenPolicySpec{Audiences: []string{"a"}}})
+		}},
+	} {
+		t.Run("on-call "+a.what, func(t *testing.T) {
+			err := a.do(ctx)
+			switch {
+			case a.allowed && err != nil:
+				t.Errorf("got %v; want it allowed", err)
+			case !a.allowed && !apierrors.IsForbidden(err):
+				t.Errorf("got %v; want Forbidden", errOrSuccess(err))
+			}
+		})
 	}
 }
 

@@ -90,11 +90,13 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 
 	want := []string{
 		"ClusterRole//tokenwarden-controller", "ClusterRole//tokenwarden-issuer",
+		"ClusterRole//tokenwarden-revocation-viewer", "ClusterRole//tokenwarden-revoker",
 		"ClusterRoleBinding//tokenwarden-controller", "ClusterRoleBinding//tokenwarden-issuer",
 		"CustomResourceDefinition//tokenpolicies.tokenwarden.io", "CustomResourceDefinition//tokenrevocations.tokenwarden.io",
 		"Deployment/" + ns + "/tokenwarden-controller", "Deployment/" + ns + "/tokenwarden-issuer",
 		"PodDisruptionBudget/" + ns + "/tokenwarden-issuer",
-		"Role/" + ns + "/tokenwarden-leader-election", "RoleBinding/" + ns + "/tokenwarden-leader-election",
+		"Role/" + ns + "/tokenwarden-issuer", "Role/" + ns + "/tokenwarden-leader-election", "Role/" + ns + "/tokenwarden-revocation-viewer",
+		"RoleBinding/" + ns + "/tokenwarden-issuer", "RoleBinding/" + ns + "/tokenwarden-leader-election",
 		"Service/" + ns + "/tokenwarden-issuer",
 		"ServiceAccount/" + ns + "/tokenwarden-controller", "ServiceAccount/" + ns + "/tokenwarden-issuer",
 	}
@@ -106,10 +108,15 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 
 	controller := find(t, objs, "Deployment", "tokenwarden-controller")
 	issuer := find(t, objs, "Deployment", "tokenwarden-issuer")
-	url := "http://tokenwarden-issuer." + ns + ".svc"
+	// TLS by default, from a certificate the controller keeps: the Service's names and the URL's host.
+	host := "tokenwarden-issuer." + ns + ".svc"
+	url := "https://" + host
 	wantArgs := map[*unstructured.Unstructured][]string{
-		controller: {"controller", "--issuer-url=" + url, "--leader-elect", "--leader-election-namespace=" + ns},
-		issuer:     {"issuer", "--external-url=" + url, "--listen=:8443"},
+		controller: {"controller", "--issuer-url=" + url, "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
+			"--issuer-tls-secret=tokenwarden-issuer-tls", "--issuer-ca-configmap=tokenwarden-issuer-ca",
+			"--issuer-tls-hosts=" + host + ",tokenwarden-issuer,tokenwarden-issuer." + ns + ",tokenwarden-issuer." + ns + ".svc.cluster.local"},
+		issuer: {"issuer", "--external-url=" + url, "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
+			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key"},
 	}
 	for d, want := range wantArgs {
 		if got := container(t, d).Args; !slices.Equal(got, want) {
@@ -122,16 +129,26 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 			t.Errorf("%s container securityContext: got %+v; want runAsUser 65532", d.GetName(), sc)
 		}
 	}
-	if got := container(t, issuer).ReadinessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/readyz" || got.HTTPGet.Port.String() != "http" {
-		t.Errorf("issuer readiness probe: got %+v; want GET /readyz on port http", got)
+	if got := container(t, issuer).ReadinessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/readyz" || got.HTTPGet.Port.String() != "https" || got.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+		t.Errorf("issuer readiness probe: got %+v; want GET /readyz on port https over HTTPS", got)
 	}
-	if got := container(t, issuer).LivenessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/healthz" || got.HTTPGet.Port.String() != "http" {
-		t.Errorf("issuer liveness probe: got %+v; want GET /healthz on port http", got)
+	if got := container(t, issuer).LivenessProbe; got == nil || got.HTTPGet == nil || got.HTTPGet.Path != "/healthz" || got.HTTPGet.Port.String() != "https" || got.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+		t.Errorf("issuer liveness probe: got %+v; want GET /healthz on port https over HTTPS", got)
+	}
+	var ports []string
+	for _, p := range container(t, issuer).Ports {
+		ports = append(ports, fmt.Sprintf("%s:%d", p.Name, p.ContainerPort))
+	}
+	if want := []string{"https:8443", "metrics:9090"}; !slices.Equal(ports, want) {
+		t.Errorf("issuer container ports: got %q; want %q", ports, want)
+	}
+	if pod := podSpec(t, issuer); len(pod.Volumes) != 1 || pod.Volumes[0].Secret == nil || pod.Volumes[0].Secret.SecretName != "tokenwarden-issuer-tls" {
+		t.Errorf("issuer volumes: got %+v; want the controller's TLS Secret tokenwarden-issuer-tls", pod.Volumes)
 	}
 	svc := &corev1.Service{}
 	convert(t, find(t, objs, "Service", "tokenwarden-issuer"), svc)
-	if p := svc.Spec.Ports; len(p) != 1 || p[0].Name != "http" || p[0].Port != 80 || p[0].TargetPort.String() != "http" {
-		t.Errorf("issuer Service ports: got %+v; want one port named http, 80 -> http", p)
+	if p := svc.Spec.Ports; len(p) != 1 || p[0].Name != "https" || p[0].Port != 443 || p[0].TargetPort.String() != "https" {
+		t.Errorf("issuer Service ports: got %+v; want only https, 443 -> https (no metrics)", p)
 	}
 	if got, _, _ := unstructured.NestedFieldNoCopy(find(t, objs, "PodDisruptionBudget", "tokenwarden-issuer").Object, "spec", "minAvailable"); got != int64(1) {
 		t.Errorf("issuer PodDisruptionBudget minAvailable: got %v; want 1", got)
@@ -147,7 +164,7 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 	}
 	for _, id := range []string{
 		"HorizontalPodAutoscaler/" + ns + "/tw-issuer", "ServiceMonitor/" + ns + "/tw",
-		"Service/" + ns + "/tw-controller-metrics", "NetworkPolicy/" + ns + "/tw-issuer",
+		"Service/" + ns + "/tw-controller-metrics", "Service/" + ns + "/tw-issuer-metrics", "NetworkPolicy/" + ns + "/tw-issuer",
 		"NetworkPolicy/" + ns + "/tw-controller", "PodDisruptionBudget/" + ns + "/tw-issuer",
 		"ServiceAccount/" + ns + "/tw-ctl",
 	} {
@@ -163,9 +180,10 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 		t.Errorf("issuer Deployment with autoscaling on: got spec.replicas set; want it left to the HorizontalPodAutoscaler")
 	}
 	wantArgs := map[string][]string{
-		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--leader-elect", "--leader-election-namespace=" + ns, "--shard-budget-bytes=262144", "--zap-log-level=debug"},
-		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--listen=:8443", "--tls-cert-file=/var/run/tokenwarden/tls/tls.crt",
-			"--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
+		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
+			"--shard-budget-bytes=262144", "--zap-log-level=debug"},
+		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
+			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
 	}
 	for name, want := range wantArgs {
 		c := container(t, find(t, objs, "Deployment", name))
@@ -189,6 +207,60 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 	}
 	if got := find(t, objs, "ServiceMonitor", "tw").GetLabels()["release"]; got != "prometheus" {
 		t.Errorf("ServiceMonitor label release: got %q; want prometheus", got)
+	}
+}
+
+// TestTheIssuersCertificateComesFromOneSourceAtATime renders each source of the issuer's certificate: the
+// Secret is the one the issuer mounts, and only the self-signed source has the controller keep it.
+func TestTheIssuersCertificateComesFromOneSourceAtATime(t *testing.T) {
+	tests := map[string]struct {
+		values     string
+		secret     string // mounted; "" for none (plain HTTP)
+		selfSigned bool
+		scheme     string
+	}{
+		"the controller's self-signed one by default": {"", "tw-issuer-tls", true, "https"},
+		"a Secret of the user's":                      {"issuer: {tls: {secretName: my-cert}}\n", "my-cert", false, "https"},
+		"cert-manager": {"issuer: {tls: {certManager: {issuerRef: {name: corp-ca, kind: ClusterIssuer, group: cert-manager.io}}, extraHosts: [tokens.example.com]}}\n",
+			"tw-issuer-tls", false, "https"},
+		"none (behind a proxy that terminates TLS)": {"issuer: {tls: {enabled: false}, service: {port: 80}}\n", "", false, "http"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := restrictedNamespace(t)
+			objs := renderChart(t, "tw", ns, "fullnameOverride: tw\n"+tc.values)
+			dryRun(t, objs)
+			issuer, controller := find(t, objs, "Deployment", "tw-issuer"), find(t, objs, "Deployment", "tw-controller")
+			var mounted string
+			if vols := podSpec(t, issuer).Volumes; len(vols) == 1 && vols[0].Secret != nil {
+				mounted = vols[0].Secret.SecretName
+			}
+			if mounted != tc.secret {
+				t.Errorf("issuer mounts %q; want %q", mounted, tc.secret)
+			}
+			kept := slices.ContainsFunc(container(t, controller).Args, func(a string) bool { return strings.HasPrefix(a, "--issuer-tls-secret=") })
+			if kept != tc.selfSigned {
+				t.Errorf("controller keeps a self-signed certificate: %v; want %v", kept, tc.selfSigned)
+			}
+			if url := flag(t, issuer, "--external-url"); !strings.HasPrefix(url, tc.scheme+"://tw-issuer."+ns+".svc") || strings.Contains(url, ":443") || strings.Contains(url, ":80") {
+				t.Errorf("external URL %q; want %s:// with the scheme's own port left out", url, tc.scheme)
+			}
+			certs := 0
+			for _, o := range objs {
+				if o.GetKind() != "Certificate" {
+					continue
+				}
+				certs++
+				names, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "dnsNames")
+				secret, _, _ := unstructured.NestedString(o.Object, "spec", "secretName")
+				if secret != "tw-issuer-tls" || !slices.Contains(names, "tw-issuer."+ns+".svc") || !slices.Contains(names, "tokens.example.com") {
+					t.Errorf("Certificate: secret %s, names %q; want tw-issuer-tls for the Service's names and the extra host", secret, names)
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[strings.Contains(name, "cert-manager")]; certs != want {
+				t.Errorf("%d Certificates; want %d", certs, want)
+			}
+		})
 	}
 }
 

@@ -68,12 +68,44 @@ app.kubernetes.io/part-of: tokenwarden
 {{- .Values.externalURL }}
 {{- else }}
 {{- $host := printf "%s-issuer.%s.svc" (include "tokenwarden.fullname" .) .Release.Namespace }}
-{{- if eq (int .Values.issuer.service.port) 80 }}
-{{- printf "http://%s" $host }}
+{{- $scheme := ternary "https" "http" .Values.issuer.tls.enabled }}
+{{- $port := int .Values.issuer.service.port }}
+{{- if eq $port (ternary 443 80 .Values.issuer.tls.enabled) }}
+{{- printf "%s://%s" $scheme $host }}
 {{- else }}
-{{- printf "http://%s:%d" $host (int .Values.issuer.service.port) }}
+{{- printf "%s://%s:%d" $scheme $host $port }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The name of the issuer's endpoints port: https, or http without TLS. */}}
+{{- define "tokenwarden.issuerPort" -}}
+{{- ternary "https" "http" .Values.issuer.tls.enabled }}
+{{- end }}
+
+{{/* The Secret the issuer serves TLS from: issuer.tls.secretName, else the generated one. */}}
+{{- define "tokenwarden.tlsSecretName" -}}
+{{- default (printf "%s-issuer-tls" (include "tokenwarden.fullname" .)) .Values.issuer.tls.secretName }}
+{{- end }}
+
+{{/* Where the TLS certificate comes from: secret, certManager or selfSigned; "" without TLS. */}}
+{{- define "tokenwarden.tlsSource" -}}
+{{- if .Values.issuer.tls.enabled }}
+{{- if .Values.issuer.tls.secretName }}secret
+{{- else if .Values.issuer.tls.certManager.issuerRef.name }}certManager
+{{- else }}selfSigned
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The names of a generated certificate, comma-separated: the Service's, externalURL's host, extraHosts. */}}
+{{- define "tokenwarden.tlsHosts" -}}
+{{- $svc := printf "%s-issuer" (include "tokenwarden.fullname" .) }}
+{{- $hosts := list (printf "%s.%s.svc" $svc .Release.Namespace) $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) }}
+{{- $external := (urlParse (include "tokenwarden.externalURL" .)).hostname }}
+{{- $hosts = append $hosts $external }}
+{{- $hosts = concat $hosts .Values.issuer.tls.extraHosts }}
+{{- $hosts | uniq | join "," }}
 {{- end }}
 
 {{/*
