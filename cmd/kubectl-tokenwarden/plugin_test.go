@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,11 +11,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -61,20 +66,24 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 	return out.String() + errOut.String(), err
 }
 
-// runController runs both reconcilers against the test API server for the length of the test.
-func runController(t *testing.T) {
+// runController runs both reconcilers against the test API server for the length of the test, with a
+// namespace of the test's own as the issuer's, and returns it.
+func runController(t *testing.T) string {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	issuerNS := env.Namespace(t)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: env.Scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)}}) // one manager per test
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: "https://issuer.test"}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: "https://issuer.test", IssuerNamespace: issuerNS}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = mgr.Start(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return issuerNS
 }
 
 func readyPolicy(t *testing.T, ns, name string) *v1alpha1.TokenPolicy {
@@ -94,9 +103,10 @@ func readyPolicy(t *testing.T, ns, name string) *v1alpha1.TokenPolicy {
 }
 
 func TestStatusSessionsRevokeAndInspectTellOneStory(t *testing.T) {
-	runController(t)
+	issuerNS := runController(t)
 	ns := env.Namespace(t)
 	p := readyPolicy(t, ns, "payments")
+	h := configmap.For(p, issuerNS)
 	ctx := context.Background()
 
 	// A session of alice's, refreshed once, as the issuer would leave it.
@@ -106,7 +116,7 @@ func TestStatusSessionsRevokeAndInspectTellOneStory(t *testing.T) {
 	store := configmap.New(env.Client, env.Client, configmap.Options{})
 	login := time.Now().Add(-time.Minute).Truncate(time.Second)
 	sess := token.Session{ID: sid, Subject: "alice", AuthTime: login, Expiry: login.Add(time.Hour)}
-	if _, err := store.Refresh(ctx, revocation.RefreshRequest{Place: revocation.Place{Policy: types.NamespacedName{Namespace: ns, Name: "payments"}, Shard: 1},
+	if _, err := store.Refresh(ctx, revocation.RefreshRequest{Place: revocation.Place{Policy: h.Key, Shard: 1},
 		SessionID: sid, Subject: "alice", AuthTime: login, Expiry: sess.Expiry, Now: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +129,7 @@ func TestStatusSessionsRevokeAndInspectTellOneStory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	for _, want := range []string{"Policy:", ns + "/payments", p.Status.ActiveKeyID, "Active", "payments-revocations-0", "payments-revocations-1", "Revoked sessions: 0"} {
+	for _, want := range []string{"Policy:", ns + "/payments", p.Status.ActiveKeyID, "Active", issuerNS + "/" + h.BaseName(0), issuerNS + "/" + h.BaseName(1), "Revoked sessions: 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
@@ -161,6 +171,37 @@ func TestStatusSessionsRevokeAndInspectTellOneStory(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Verdict: revoked") || !strings.Contains(out, "every session of bob") {
 		t.Fatalf("inspect of bob's token: %v; want revoked subject-wide:\n%s", err, out)
 	}
+}
+
+// TestTheReadCommandsSayWhichRoleIsMissing runs status as someone without the viewer roles, then with the
+// ClusterRole only: each Forbidden names the role that grants what was refused.
+func TestTheReadCommandsSayWhichRoleIsMissing(t *testing.T) {
+	issuerNS := runController(t)
+	ns := env.Namespace(t)
+	readyPolicy(t, ns, "payments")
+	ctx := context.Background()
+	user := "someone-" + ns
+	out, err := kubectl(t, "--as", user, "-n", ns, "status", "payments")
+	if err == nil || !strings.Contains(out+err.Error(), "forbidden") || !strings.Contains(err.Error(), "the ClusterRole tokenwarden-revocation-viewer") {
+		t.Fatalf("status without any role: %v\n%s; want Forbidden naming the ClusterRole", err, out)
+	}
+	// The chart's ClusterRole, bound; the Role of the issuer's namespace still missing.
+	viewer := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "viewer-" + ns}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"tokenpolicies", "tokenrevocations"}, Verbs: []string{"get", "list", "watch"}}}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "viewer-" + ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: viewer.Name},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: rbacv1.GroupName, Name: user}}}
+	for _, o := range []client.Object{viewer, binding} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), o) })
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		out, err = kubectl(t, "--as", user, "-n", ns, "status", "payments")
+		return err != nil && strings.Contains(err.Error(), "the Role tokenwarden-revocation-viewer in namespace "+issuerNS),
+			fmt.Sprintf("status with the ClusterRole only: %v\n%s; want Forbidden naming the Role of %s", err, out, issuerNS)
+	})
 }
 
 func TestPluginRefusesBadInput(t *testing.T) {

@@ -113,7 +113,7 @@ func listShards(ctx context.Context, c client.Client, p *v1alpha1.TokenPolicy) (
 	pending := objs.Pending()
 	out := make([]shard, 0, len(objs.Bases))
 	for _, i := range slices.Sorted(maps.Keys(objs.Bases)) {
-		out = append(out, shard{name: objs.Bases[i].Name, base: objs.Bases[i].Data, pending: pending[i]})
+		out = append(out, shard{name: ns + "/" + objs.Bases[i].Name, base: objs.Bases[i].Data, pending: pending[i]})
 	}
 	return out, nil
 }
