@@ -177,7 +177,9 @@ func (s *Server) routes() http.Handler {
 
 // MetricsHandler serves the server's metrics (its Registry) in the Prometheus text format. It is not among
 // Handler's routes: the endpoints face every app, and per-policy outcome counts are for operators.
-func (s *Server) MetricsHandler() http.Handler { return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}) }
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
 
 // handle registers h for pattern, limiting its body and counting its outcome and duration as endpoint.
 func (s *Server) handle(mux *http.ServeMux, pattern, endpoint string, h http.HandlerFunc) {
