@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -139,7 +142,7 @@ func (c *DevConfig) Run(ctx context.Context) error {
 	if err := c.applySamples(ctx, cl); err != nil {
 		return err
 	}
-	if err := c.waitReady(ctx, cl); err != nil {
+	if err := c.waitReady(ctx, cl, issuerURL); err != nil {
 		cancel()
 		return errors.Join(err, <-errs)
 	}
@@ -256,8 +259,10 @@ func (c *DevConfig) createServiceAccounts(ctx context.Context, cl client.Client,
 	return nil
 }
 
-// waitReady waits until every TokenPolicy is Ready.
-func (c *DevConfig) waitReady(ctx context.Context, cl client.Client) error {
+// waitReady waits until every TokenPolicy is Ready and the issuer serves it as such: discovery answers,
+// and lists the password grant when the policy has users (the issuer sees what the controller
+// materialised a watch's latency after the policy turns Ready).
+func (c *DevConfig) waitReady(ctx context.Context, cl client.Client, base string) error {
 	fmt.Fprintln(c.out, "Waiting for the TokenPolicies to be ready...")
 	var why string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -271,6 +276,9 @@ func (c *DevConfig) waitReady(ctx context.Context, cl client.Client) error {
 				why = "TokenPolicy " + p.Namespace + "/" + p.Name + " is not Ready yet"
 				return false, nil
 			}
+			if why = served(ctx, &p, base); why != "" {
+				return false, nil
+			}
 		}
 		return true, nil
 	})
@@ -280,11 +288,34 @@ func (c *DevConfig) waitReady(ctx context.Context, cl client.Client) error {
 	return nil
 }
 
+// served says why the issuer at base does not serve p as its spec says yet, or "".
+func served(ctx context.Context, p *v1alpha1.TokenPolicy, base string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.IssuerURL(base)+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Grants []string `json:"grant_types_supported"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&doc) != nil {
+		return fmt.Sprintf("the issuer does not serve %s/%s yet (%s)", p.Namespace, p.Name, resp.Status)
+	}
+	if p.UsersSecretName() != "" && !slices.Contains(doc.Grants, "password") {
+		return fmt.Sprintf("the issuer has not loaded the users of %s/%s yet", p.Namespace, p.Name)
+	}
+	return ""
+}
+
 func (c *DevConfig) printWelcome(ctx context.Context, cl client.Client, kubeconfig, base string) {
 	var list v1alpha1.TokenPolicyList
 	_ = cl.List(ctx, &list)
 	var b strings.Builder
-	fmt.Fprintf(&b, "\ntokenwarden is running.\n\n  issuer:      %s\n  kubeconfig:  %s\n", base, kubeconfig)
+	fmt.Fprintf(&b, "\ntokenwarden is running.\n\n  issuer:      %s  (plain HTTP, on loopback only; the chart serves TLS)\n  kubeconfig:  %s\n", base, kubeconfig)
 	for _, p := range list.Items {
 		fmt.Fprintf(&b, "  policy:      %s/%s  ->  %s\n", p.Namespace, p.Name, p.Status.IssuerURL)
 	}

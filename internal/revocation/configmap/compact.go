@@ -158,15 +158,7 @@ func (h Policy) Compact(ctx context.Context, c client.Client, reader client.Read
 	for _, shard := range slices.Sorted(maps.Keys(pending.Bases)) {
 		entries := byShard[shard]
 		base, writes, err := UpdateShard(ctx, c, reader, client.ObjectKeyFromObject(pending.Bases[shard]), nil, func(data map[string]string) (bool, error) {
-			changed := false
-			for k, v := range entries {
-				if revocation.Expired(k, v, now) {
-					continue
-				}
-				if next := revocation.Newer(k, data[k], v); next != data[k] {
-					data[k], changed = next, true
-				}
-			}
+			changed := mergeRecords(data, entries, now)
 			for k, v := range data {
 				if revocation.Expired(k, v, now) {
 					delete(data, k)
@@ -195,4 +187,19 @@ func (h Policy) Compact(ctx context.Context, c client.Client, reader client.Read
 		res.Segments++
 	}
 	return res, nil
+}
+
+// mergeRecords merges entries that have not expired at now into data, each by revocation.Newer, and
+// reports whether data changed.
+func mergeRecords(data, entries map[string]string, now time.Time) bool {
+	changed := false
+	for k, v := range entries {
+		if revocation.Expired(k, v, now) {
+			continue
+		}
+		if next := revocation.Newer(k, data[k], v); next != data[k] {
+			data[k], changed = next, true
+		}
+	}
+	return changed
 }

@@ -114,16 +114,7 @@ func (k *Keeper) mergeInto(ctx context.Context, h Policy, i int, entries map[str
 		return err
 	}
 	_, _, err = UpdateShard(ctx, k.Client, k.Reader, key, nil, func(data map[string]string) (bool, error) {
-		changed := false
-		for key, v := range entries {
-			if revocation.Expired(key, v, now) {
-				continue
-			}
-			if next := revocation.Newer(key, data[key], v); next != data[key] {
-				data[key], changed = next, true
-			}
-		}
-		return changed, nil
+		return mergeRecords(data, entries, now), nil
 	})
 	if err != nil {
 		return fmt.Errorf("move the previous records into %s: %w", key.Name, err)
