@@ -74,6 +74,12 @@ type TokenPolicySpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Revocation RevocationSpec `json:"revocation,omitzero"`
+
+	// Browser turns on the browser mode of the JSON API: the refresh token in an HttpOnly cookie, CORS
+	// for the allowed origins, and CSRF checks. Unset: the JSON API returns the refresh token in the
+	// body and serves no other origin.
+	// +optional
+	Browser *BrowserSpec `json:"browser,omitempty"`
 }
 
 // AccessTokenSpec configures access tokens.
