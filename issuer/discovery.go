@@ -25,6 +25,8 @@ type metadata struct {
 	TokenEndpointAuthMethodsSupported         []string `json:"token_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
 	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
+	// BrowserSession is present when the policy has the browser mode (an extension member).
+	BrowserSession *browserMetadata `json:"tokenwarden_browser_session,omitempty"`
 }
 
 // serveDiscovery answers both well-known documents. Grant types follow the policy: password only with a
@@ -65,6 +67,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		TokenEndpointAuthMethodsSupported:         []string{"none"},
 		RevocationEndpointAuthMethodsSupported:    []string{"none"},
 		IntrospectionEndpointAuthMethodsSupported: []string{introspectionAuthMethod},
+		BrowserSession:                            s.browserOf(p).metadata(),
 	})
 }
 

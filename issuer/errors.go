@@ -15,7 +15,8 @@ import (
 // Error codes. RFC 6749 section 5.2 defines the token endpoint's, and RFC 7009, RFC 7662 and RFC 8693
 // reuse them; invalid_token and insufficient_scope are RFC 6750's (introspection callers), invalid_target
 // RFC 8693's, and slow_down RFC 8628's (registered for the token endpoint; there is no RFC 6749 code for
-// throttling).
+// throttling). access_denied, RFC 6749's for a refused authorization request, refuses a browser request
+// that fails the cross-site checks of the browser mode (403).
 const (
 	errInvalidRequest         = "invalid_request"
 	errInvalidClient          = "invalid_client"
@@ -29,6 +30,7 @@ const (
 	errInvalidToken           = "invalid_token"
 	errInsufficientScope      = "insufficient_scope"
 	errNotFound               = "not_found"
+	errAccessDenied           = "access_denied"
 )
 
 // apiError is a refusal: the HTTP status, the error code the endpoint's RFC defines, and a description for

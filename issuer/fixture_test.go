@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -171,6 +172,10 @@ type options struct {
 	clientIP         func(*http.Request) string
 	// quiet sends events nowhere: fuzzing causes more of them than a FakeRecorder's buffer holds.
 	quiet bool
+	// browser is the main policy's spec.browser; insecureCookies is the server's dev-mode setting.
+	browser         *v1alpha1.BrowserSpec
+	insecureCookies bool
+	logger          logr.Logger
 }
 
 // fixture is a Server behind an httptest.Server with two policies: apps/billing (the main one: password
@@ -222,6 +227,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	if o.idle > 0 {
 		spec.RefreshToken.IdleTimeout = &metav1.Duration{Duration: o.idle}
 	}
+	spec.Browser = o.browser
 	f.policy = f.newPolicy(external, "billing", spec, testKeys()[string(o.alg)])
 	f.policy.Users = users()
 	otherSpec := v1alpha1.TokenPolicySpec{Audiences: []string{audience}, Signing: v1alpha1.SigningSpec{Algorithm: v1alpha1.EdDSA},
@@ -236,6 +242,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	f.server, err = issuer.NewServer(issuer.ServerConfig{
 		ExternalURL: external, Policies: f.policies, Store: f.store, Authenticator: fakeAuth{}, Clock: f.clock,
 		Events: f.events, Registry: f.registry, IPRate: o.ipRate, UsernameRate: o.userRate, ClientIP: o.clientIP,
+		InsecureCookies: o.insecureCookies, Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)

@@ -35,6 +35,10 @@ func jsonAPI(e *apiError) *apiError {
 }
 
 func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
+	if b := s.browser(r); b != nil {
+		s.browserLogin(w, r, b)
+		return
+	}
 	resp, e := s.jsonLogin(r)
 	respond(w, resp, jsonAPI(e))
 }
@@ -52,6 +56,10 @@ func (s *Server) jsonLogin(r *http.Request) (*tokenResponse, *apiError) {
 }
 
 func (s *Server) serveRefresh(w http.ResponseWriter, r *http.Request) {
+	if b := s.browser(r); b != nil {
+		s.browserRefresh(w, r, b)
+		return
+	}
 	resp, e := s.jsonRefresh(r)
 	respond(w, resp, jsonAPI(e))
 }
@@ -74,6 +82,10 @@ func (s *Server) jsonRefresh(r *http.Request) (*tokenResponse, *apiError) {
 // serveLogout revokes the session of a refresh token: 200 {"status":"logged out"}, also when the session
 // was revoked already (logging out twice is not an error); 401 for a token that does not verify.
 func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
+	if b := s.browser(r); b != nil {
+		s.browserLogout(w, r, b)
+		return
+	}
 	e := s.jsonLogout(r)
 	respond(w, logoutAnswer{Status: "logged out"}, jsonAPI(e))
 }
@@ -90,7 +102,12 @@ func (s *Server) jsonLogout(r *http.Request) *apiError {
 	if body.RefreshToken == "" {
 		return badRequest(errInvalidRequest, "refresh_token is required")
 	}
-	claims, err := p.Codec.VerifyRefresh(body.RefreshToken)
+	return s.logout(r, p, body.RefreshToken)
+}
+
+// logout revokes the session of the refresh token raw.
+func (s *Server) logout(r *http.Request, p *Policy, raw string) *apiError {
+	claims, err := p.Codec.VerifyRefresh(raw)
 	if err != nil {
 		s.logger(p).V(1).Info("Logout with a refresh token that does not verify", "reason", err.Error())
 		return badRequest(errInvalidGrant, "the refresh token is invalid or expired")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -56,6 +57,10 @@ type ServerConfig struct {
 	ThrottleKeys int
 	// ClientIP returns the address a request is throttled by; nil means the connection's peer.
 	ClientIP func(*http.Request) string
+	// InsecureCookies honours spec.browser.cookie.secure: false, for the dev mode only: the refresh
+	// cookie of such a policy (whose allowed origins are all loopback http) is then sent without Secure.
+	// Otherwise every refresh cookie is Secure.
+	InsecureCookies bool
 }
 
 // Server serves the token endpoint, the JSON login API, revocation, introspection and discovery of every
@@ -75,6 +80,9 @@ type Server struct {
 	byUser   *throttle
 	clientIP func(*http.Request) string
 	handler  http.Handler
+
+	insecureCookies bool
+	secureForced    sync.Map // policyGeneration -> struct{}: told that secure: false is not honoured
 }
 
 // NewServer checks cfg, registers the metrics and builds the routes.
@@ -96,7 +104,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		policies: cfg.Policies, store: cfg.Store, auth: cfg.Authenticator, clock: cfg.Clock, events: cfg.Events,
 		log: cfg.Logger, registry: cfg.Registry, prefix: strings.TrimRight(u.EscapedPath(), "/"),
-		maxBody: cfg.MaxBodyBytes, clientIP: cfg.ClientIP,
+		maxBody: cfg.MaxBodyBytes, clientIP: cfg.ClientIP, insecureCookies: cfg.InsecureCookies,
 	}
 	if s.clock == nil {
 		s.clock = clock.RealClock{}
@@ -157,6 +165,9 @@ func (s *Server) routes() http.Handler {
 	s.handle(mux, "POST "+p+"/login", "login", s.serveLogin)
 	s.handle(mux, "POST "+p+"/refresh", "refresh", s.serveRefresh)
 	s.handle(mux, "POST "+p+"/logout", "logout", s.serveLogout)
+	for _, endpoint := range []string{"login", "refresh", "logout"} {
+		s.handle(mux, "OPTIONS "+p+"/"+endpoint, "preflight", s.servePreflight)
+	}
 	s.handle(mux, "POST "+p+"/revoke", "revoke", s.serveRevoke)
 	s.handle(mux, "POST "+p+"/introspect", "introspect", s.serveIntrospect)
 	s.handle(mux, "GET "+p+"/.well-known/openid-configuration", "discovery", s.serveDiscovery)
