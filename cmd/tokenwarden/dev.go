@@ -137,7 +137,9 @@ func (c *DevConfig) Run(ctx context.Context) error {
 			ShardBudget: defaultShardBudget(), ShardStatus: 10 * time.Second}).run(ctx, cfg, logger)
 	}()
 	go func() {
-		errs <- (&IssuerConfig{ExternalURL: issuerURL, Namespace: devNamespace, Listen: c.Listen}).withDefaults().run(ctx, cfg, logger)
+		// The dev mode serves on loopback only, where a policy may turn the refresh cookie's Secure off.
+		errs <- (&IssuerConfig{ExternalURL: issuerURL, Namespace: devNamespace, Listen: c.Listen, MetricsListen: "0",
+			insecureCookies: true}).withDefaults().run(ctx, cfg, logger)
 	}()
 	if err := c.applySamples(ctx, cl); err != nil {
 		return err
@@ -347,6 +349,8 @@ Try it (in another terminal):
   # discovery and keys
   curl -s $ISS/.well-known/openid-configuration
   curl -s $ISS/jwks.json
+
+  # browser apps: uncomment spec.browser in config/samples/tokenpolicy.yaml and kubectl apply -f it; /login then sets an HttpOnly refresh cookie for the listed origins
 
 Press Ctrl-C to stop everything.
 `, kubeconfig, iss)
