@@ -150,9 +150,14 @@ func (b *browser) admit(r *http.Request) *apiError {
 			"the refresh cookie is accepted only from the policy's allowed origins (spec.browser.allowedOrigins)")
 	}
 	if !hasMediaType(r, "application/json") {
-		return newError(http.StatusForbidden, errAccessDenied, "a request that uses the refresh cookie must be application/json")
+		return notJSON()
 	}
 	return nil
+}
+
+// notJSON refuses a browser request that is not application/json.
+func notJSON() *apiError {
+	return newError(http.StatusForbidden, errAccessDenied, "a request that uses the refresh cookie must be application/json")
 }
 
 // refreshCookie returns the value of the request's refresh cookie, "" when it has none. Two cookies of
@@ -268,7 +273,7 @@ func (s *Server) browserToken(r *http.Request, b *browser) (presented, *apiError
 		return presented{}, e
 	}
 	if cookie != "" && !hasMediaType(r, "application/json") {
-		e := b.admit(r) // refuses it: not JSON
+		e := notJSON()
 		s.refused(b, r, e)
 		return presented{}, e
 	}
