@@ -46,9 +46,9 @@ lint: ## go vet and gofmt.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 .PHONY: test
-test: verify lint ## Run every test against a real kube-apiserver and etcd (built once, then cached), after a short fuzz of every target.
+test: verify lint ## Run every test against a real kube-apiserver and etcd (built once, then cached) and headless Chromium (installed with apt-get when missing), after a short fuzz of every target.
 	FUZZTIME=$(TEST_FUZZTIME) FUZZ_KEEP_CORPUS=0 hack/fuzz.sh
-	@$(TOOLS); set -x; KUBEBUILDER_ASSETS=$$tools go test $(GO_TEST_FLAGS) ./...
+	@$(TOOLS); chromium=$$(hack/chromium.sh); set -x; KUBEBUILDER_ASSETS=$$tools CHROMIUM=$$chromium go test $(GO_TEST_FLAGS) ./...
 
 TEST_FUZZTIME ?= 5s
 FUZZTIME ?= 1m
