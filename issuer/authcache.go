@@ -28,26 +28,26 @@ type CachingAuthenticator struct {
 }
 
 type review struct {
-	namespace, name string
-	expires         time.Time
+	sa      ServiceAccount
+	expires time.Time
 }
 
 var _ Authenticator = (*CachingAuthenticator)(nil)
 
 // Authenticate implements Authenticator.
-func (c *CachingAuthenticator) Authenticate(ctx context.Context, token, audience string) (string, string, error) {
+func (c *CachingAuthenticator) Authenticate(ctx context.Context, token, audience string) (ServiceAccount, error) {
 	key := sha256.Sum256([]byte(audience + "\x00" + token))
 	now := c.Clock.Now()
 	c.mu.Lock()
 	if r, ok := c.entries[key]; ok && now.Before(r.expires) {
 		c.mu.Unlock()
-		return r.namespace, r.name, nil
+		return r.sa, nil
 	}
 	c.mu.Unlock()
 
-	ns, name, err := c.Next.Authenticate(ctx, token, audience)
+	sa, err := c.Next.Authenticate(ctx, token, audience)
 	if err != nil {
-		return "", "", err
+		return ServiceAccount{}, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -64,6 +64,6 @@ func (c *CachingAuthenticator) Authenticate(ctx context.Context, token, audience
 			clear(c.entries)
 		}
 	}
-	c.entries[key] = review{namespace: ns, name: name, expires: now.Add(c.TTL)}
-	return ns, name, nil
+	c.entries[key] = review{sa: sa, expires: now.Add(c.TTL)}
+	return sa, nil
 }

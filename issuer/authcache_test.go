@@ -14,12 +14,12 @@ type countingAuth struct {
 	fail  bool
 }
 
-func (a *countingAuth) Authenticate(_ context.Context, token, _ string) (string, string, error) {
+func (a *countingAuth) Authenticate(_ context.Context, token, _ string) (ServiceAccount, error) {
 	a.calls++
 	if a.fail || token == "bad" {
-		return "", "", errors.New("not authenticated")
+		return ServiceAccount{}, errors.New("not authenticated")
 	}
-	return "ns", "sa-" + token, nil
+	return ServiceAccount{Namespace: "ns", Name: "sa-" + token, UID: "uid-" + token}, nil
 }
 
 func TestCachingAuthenticatorReusesSuccessesForItsTTLOnly(t *testing.T) {
@@ -28,18 +28,18 @@ func TestCachingAuthenticatorReusesSuccessesForItsTTLOnly(t *testing.T) {
 	c := &CachingAuthenticator{Next: next, TTL: 10 * time.Second, Clock: clk, MaxSize: 2}
 	ctx := context.Background()
 	for range 3 {
-		if ns, name, err := c.Authenticate(ctx, "a", "aud"); err != nil || ns != "ns" || name != "sa-a" {
-			t.Fatalf("got %s/%s, %v; want ns/sa-a", ns, name, err)
+		if sa, err := c.Authenticate(ctx, "a", "aud"); err != nil || sa.Namespace != "ns" || sa.Name != "sa-a" {
+			t.Fatalf("got %+v, %v; want ns/sa-a", sa, err)
 		}
 	}
 	if next.calls != 1 {
 		t.Fatalf("reviews for three identical requests: got %d; want 1", next.calls)
 	}
-	if _, _, err := c.Authenticate(ctx, "a", "other-audience"); err != nil || next.calls != 2 {
+	if _, err := c.Authenticate(ctx, "a", "other-audience"); err != nil || next.calls != 2 {
 		t.Fatalf("another audience: calls %d, %v; want a review of its own", next.calls, err)
 	}
 	for range 2 {
-		if _, _, err := c.Authenticate(ctx, "bad", "aud"); err == nil {
+		if _, err := c.Authenticate(ctx, "bad", "aud"); err == nil {
 			t.Fatal("a failed review was accepted")
 		}
 	}
@@ -47,19 +47,19 @@ func TestCachingAuthenticatorReusesSuccessesForItsTTLOnly(t *testing.T) {
 		t.Fatalf("after two failures: %d reviews; want 4 (failures are never cached)", next.calls)
 	}
 	clk.Step(10 * time.Second)
-	if _, _, err := c.Authenticate(ctx, "a", "aud"); err != nil || next.calls != 5 {
+	if _, err := c.Authenticate(ctx, "a", "aud"); err != nil || next.calls != 5 {
 		t.Fatalf("after the TTL: %d reviews, %v; want a new review", next.calls, err)
 	}
 	// A token that stops authenticating is refused once its cached success has expired.
 	next.fail = true
 	clk.Step(10 * time.Second)
-	if _, _, err := c.Authenticate(ctx, "a", "aud"); err == nil {
+	if _, err := c.Authenticate(ctx, "a", "aud"); err == nil {
 		t.Fatal("a token whose review now fails was accepted after the TTL")
 	}
 	// The cache never grows past MaxSize.
 	next.fail = false
 	for _, tok := range []string{"x", "y", "z"} {
-		if _, _, err := c.Authenticate(ctx, tok, "aud"); err != nil {
+		if _, err := c.Authenticate(ctx, tok, "aud"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -91,15 +91,15 @@ const reviewDown = "review-unavailable"
 
 func saToken(ns, name, aud string) string { return "sa|" + ns + "|" + name + "|" + aud }
 
-func (fakeAuth) Authenticate(_ context.Context, tok, aud string) (string, string, error) {
+func (fakeAuth) Authenticate(_ context.Context, tok, aud string) (issuer.ServiceAccount, error) {
 	if tok == reviewDown {
-		return "", "", fmt.Errorf("%w: connection refused", issuer.ErrAuthenticatorUnavailable)
+		return issuer.ServiceAccount{}, fmt.Errorf("%w: connection refused", issuer.ErrAuthenticatorUnavailable)
 	}
 	parts := strings.Split(tok, "|")
 	if len(parts) != 4 || parts[0] != "sa" || parts[3] != aud {
-		return "", "", errors.New("token not authenticated")
+		return issuer.ServiceAccount{}, errors.New("token not authenticated")
 	}
-	return parts[1], parts[2], nil
+	return issuer.ServiceAccount{Namespace: parts[1], Name: parts[2], UID: "uid-" + parts[1] + "-" + parts[2]}, nil
 }
 
 // faultyStore is a Memory store whose writes can be made to fail.

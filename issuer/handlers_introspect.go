@@ -62,7 +62,7 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 		e.authenticate = realm
 		return e
 	}
-	ns, name, err := s.auth.Authenticate(r.Context(), raw, p.Issuer)
+	sa, err := s.auth.Authenticate(r.Context(), raw, p.Issuer)
 	if errors.Is(err, ErrAuthenticatorUnavailable) {
 		s.logger(p).Error(err, "Reviewing an introspection caller's token failed")
 		return unavailable("the caller's token cannot be reviewed now; retry later")
@@ -73,9 +73,9 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 		e.authenticate = realm + `, error="invalid_token"`
 		return e
 	}
-	if !allowed(p.Spec().Introspection.ServiceAccounts, ns, name) {
-		s.logger(p).V(1).Info("Introspection caller not listed", "serviceAccount", ns+"/"+name)
-		e := newError(http.StatusForbidden, errInsufficientScope, "service account %s/%s may not introspect tokens of this policy", ns, name)
+	if !allowed(p.Spec().Introspection.ServiceAccounts, sa.Namespace, sa.Name) {
+		s.logger(p).V(1).Info("Introspection caller not listed", "serviceAccount", sa.Namespace+"/"+sa.Name)
+		e := newError(http.StatusForbidden, errInsufficientScope, "service account %s/%s may not introspect tokens of this policy", sa.Namespace, sa.Name)
 		e.authenticate = realm + `, error="insufficient_scope"`
 		return e
 	}

@@ -220,7 +220,7 @@ func (s *Server) exchange(r *http.Request, p *Policy, form url.Values, client st
 		s.logger(p).V(1).Info("Token exchange throttled by client address", "client", ip)
 		return nil, e
 	}
-	ns, name, err := s.auth.Authenticate(r.Context(), subjectToken, p.Issuer)
+	sa, err := s.auth.Authenticate(r.Context(), subjectToken, p.Issuer)
 	if errors.Is(err, ErrAuthenticatorUnavailable) {
 		s.logger(p).Error(err, "Reviewing a subject token failed")
 		return nil, unavailable("the subject token cannot be reviewed now; retry later")
@@ -229,11 +229,11 @@ func (s *Server) exchange(r *http.Request, p *Policy, form url.Values, client st
 		s.logger(p).V(1).Info("Subject token refused", "client", ip, "reason", err.Error())
 		return nil, badRequest(errInvalidRequest, "subject_token is not a valid ServiceAccount token for this issuer")
 	}
-	if !allowed(spec.Login.ServiceAccounts, ns, name) {
-		s.logger(p).V(1).Info("Token exchange refused: the ServiceAccount is not listed", "serviceAccount", ns+"/"+name)
-		return nil, badRequest(errInvalidRequest, "service account %s/%s may not obtain tokens of this policy", ns, name)
+	if !allowed(spec.Login.ServiceAccounts, sa.Namespace, sa.Name) {
+		s.logger(p).V(1).Info("Token exchange refused: the ServiceAccount is not listed", "serviceAccount", sa.Namespace+"/"+sa.Name)
+		return nil, badRequest(errInvalidRequest, "service account %s/%s may not obtain tokens of this policy", sa.Namespace, sa.Name)
 	}
-	resp, e = s.startSession(p, serviceAccountSubject(ns, name), client)
+	resp, e = s.startSession(p, serviceAccountSubject(sa.Namespace, sa.Name), client)
 	if resp != nil {
 		resp.IssuedTokenType = tokenTypeAccessToken
 	}

@@ -49,7 +49,15 @@ type Policies interface {
 
 // Authenticator verifies a Kubernetes ServiceAccount token (with a TokenReview) for the given audience.
 type Authenticator interface {
-	// Authenticate returns the ServiceAccount's namespace and name, or an error when the token is not a
-	// valid ServiceAccount token for audience.
-	Authenticate(ctx context.Context, token, audience string) (namespace, name string, err error)
+	// Authenticate returns the ServiceAccount the token belongs to, or an error when it is not a valid
+	// ServiceAccount token for audience.
+	Authenticate(ctx context.Context, token, audience string) (ServiceAccount, error)
+}
+
+// ServiceAccount is who a reviewed ServiceAccount token belongs to: the ServiceAccount (its UID tells one
+// from another of the same name created later) and, for a token bound to a Pod, that Pod.
+type ServiceAccount struct {
+	Namespace, Name, UID string
+	// PodName and PodUID name the Pod the token was bound to; empty for a token not bound to one.
+	PodName, PodUID string
 }

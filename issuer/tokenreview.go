@@ -27,30 +27,40 @@ type TokenReviewer struct {
 var _ Authenticator = (*TokenReviewer)(nil)
 
 // Authenticate implements Authenticator. The errors never contain the token.
-func (t *TokenReviewer) Authenticate(ctx context.Context, token, audience string) (namespace, name string, err error) {
+func (t *TokenReviewer) Authenticate(ctx context.Context, token, audience string) (ServiceAccount, error) {
 	review, err := t.Reviews.Create(ctx, &authenticationv1.TokenReview{
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{audience}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v", ErrAuthenticatorUnavailable, err)
+		return ServiceAccount{}, fmt.Errorf("%w: %v", ErrAuthenticatorUnavailable, err)
 	}
 	st := review.Status
 	switch {
 	case !st.Authenticated:
 		if st.Error != "" {
-			return "", "", fmt.Errorf("token not authenticated: %s", st.Error)
+			return ServiceAccount{}, fmt.Errorf("token not authenticated: %s", st.Error)
 		}
-		return "", "", errors.New("token not authenticated")
+		return ServiceAccount{}, errors.New("token not authenticated")
 	case !slices.Contains(st.Audiences, audience):
 		// An API server that ignores spec.audiences would accept a token meant for anyone; the
 		// TokenReview API asks clients to check that the audience came back.
-		return "", "", fmt.Errorf("token not reviewed for audience %q", audience)
+		return ServiceAccount{}, fmt.Errorf("token not reviewed for audience %q", audience)
 	}
 	ns, name, ok := splitServiceAccount(st.User.Username)
 	if !ok {
-		return "", "", fmt.Errorf("user %q is not a ServiceAccount", st.User.Username)
+		return ServiceAccount{}, fmt.Errorf("user %q is not a ServiceAccount", st.User.Username)
 	}
-	return ns, name, nil
+	return ServiceAccount{Namespace: ns, Name: name, UID: st.User.UID,
+		PodName: extra(st.User.Extra, "authentication.kubernetes.io/pod-name"),
+		PodUID:  extra(st.User.Extra, "authentication.kubernetes.io/pod-uid")}, nil
+}
+
+// extra is the single value of key in a reviewed user's extra information, or "".
+func extra(m map[string]authenticationv1.ExtraValue, key string) string {
+	if v := m[key]; len(v) == 1 {
+		return v[0]
+	}
+	return ""
 }
 
 // splitServiceAccount splits a ServiceAccount's username, system:serviceaccount:<namespace>:<name>.

@@ -21,14 +21,18 @@ func TestTokenReviewer(t *testing.T) {
 		name        string
 		status      authenticationv1.TokenReviewStatus
 		apiErr      error
-		wantNS      string
-		wantName    string
+		want        issuer.ServiceAccount
 		unavailable bool // the error wraps ErrAuthenticatorUnavailable
 	}{
 		{name: "a ServiceAccount token for the audience is its ServiceAccount",
 			status: authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{aud},
-				User: authenticationv1.UserInfo{Username: "system:serviceaccount:apps:worker"}},
-			wantNS: "apps", wantName: "worker"},
+				User: authenticationv1.UserInfo{Username: "system:serviceaccount:apps:worker", UID: "sa-uid"}},
+			want: issuer.ServiceAccount{Namespace: "apps", Name: "worker", UID: "sa-uid"}},
+		{name: "a token bound to a Pod names the Pod",
+			status: authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{aud},
+				User: authenticationv1.UserInfo{Username: "system:serviceaccount:apps:worker", UID: "sa-uid", Extra: map[string]authenticationv1.ExtraValue{
+					"authentication.kubernetes.io/pod-name": {"worker-7d9f"}, "authentication.kubernetes.io/pod-uid": {"pod-uid"}}}},
+			want: issuer.ServiceAccount{Namespace: "apps", Name: "worker", UID: "sa-uid", PodName: "worker-7d9f", PodUID: "pod-uid"}},
 		{name: "a token the API server does not authenticate is refused",
 			status: authenticationv1.TokenReviewStatus{Error: "token has expired"}},
 		{name: "a review that does not confirm the audience is refused",
@@ -57,21 +61,21 @@ func TestTokenReviewer(t *testing.T) {
 				return true, review, nil
 			})
 			r := &issuer.TokenReviewer{Reviews: client.AuthenticationV1().TokenReviews()}
-			ns, name, err := r.Authenticate(t.Context(), "the-token", aud)
+			sa, err := r.Authenticate(t.Context(), "the-token", aud)
 			if sent == nil || sent.Spec.Token != "the-token" || !slices.Equal(sent.Spec.Audiences, []string{aud}) {
 				t.Fatalf("got review %+v sent; want the token and audience %s", sent, aud)
 			}
 			if got := errors.Is(err, issuer.ErrAuthenticatorUnavailable); got != tt.unavailable {
 				t.Errorf("got error %v (unavailable %t); want unavailable %t", err, got, tt.unavailable)
 			}
-			if tt.wantName == "" {
+			if tt.want.Name == "" {
 				if err == nil {
-					t.Errorf("got %s/%s; want an error", ns, name)
+					t.Errorf("got %+v; want an error", sa)
 				}
 				return
 			}
-			if err != nil || ns != tt.wantNS || name != tt.wantName {
-				t.Errorf("got %s/%s, %v; want %s/%s", ns, name, err, tt.wantNS, tt.wantName)
+			if err != nil || sa != tt.want {
+				t.Errorf("got %+v, %v; want %+v", sa, err, tt.want)
 			}
 		})
 	}
