@@ -19,15 +19,28 @@ import (
 )
 
 // CacheOptions narrows the controller's informers: ConfigMaps tokenwarden owns (those with a
-// tokenwarden.io/component label), and of Secrets only the metadata that says which exist and when they
+// tokenwarden.io/component label); of Secrets only the metadata that says which exist and when they
 // changed (name, namespace, UID, resourceVersion and tokenwarden's labels): never the data of a cluster's
-// Secrets. The Secrets policies name are read one by one.
+// Secrets, which are read one by one when policies name them; of ServiceAccounts only their metadata; of
+// Pods only their identity and ServiceAccount.
 func CacheOptions() cache.Options {
 	// managedFields name every data key of a revocation ConfigMap: as large as the keys, and never read.
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:    {Transform: secretMetadataOnly},
 		&corev1.ConfigMap{}: {Label: ComponentSelector()},
+		&corev1.Pod{}:       {Transform: podIdentityOnly},
 	}}
+}
+
+// podIdentityOnly keeps of a Pod what a session can be bound to: its identity and its ServiceAccount.
+func podIdentityOnly(in any) (any, error) {
+	pod, ok := in.(*corev1.Pod)
+	if !ok {
+		return in, nil
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+		ResourceVersion: pod.ResourceVersion, DeletionTimestamp: pod.DeletionTimestamp},
+		Spec: corev1.PodSpec{ServiceAccountName: pod.Spec.ServiceAccountName}}, nil
 }
 
 // secretMetadataOnly keeps of a Secret's metadata what the controller reads: its identity, version and

@@ -152,7 +152,7 @@ func (r *TokenPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}()
 
 	for _, step := range []func(context.Context, *scope) error{r.reconcileKeys, r.reconcileJWKS, r.materialiseKeys,
-		r.reconcileLogin, r.reconcileShards} {
+		r.reconcileLogin, r.reconcileSubjects, r.reconcileShards} {
 		if err := step(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -202,14 +202,24 @@ func activeKeyID(s *scope) string {
 // never holds their data.
 func (r *TokenPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.secretsOnce.Do(r.initSecrets)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.TokenPolicy{}, loginNamespaceIndex, loginNamespaces); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.TokenPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}, builder.WithPredicates(ignoreShardWrites)).
 		Watches(&corev1.ConfigMap{}, materialised{delay: r.compactDelay()}).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSecret)).
+		WatchesMetadata(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSubject), builder.WithPredicates(comesOrGoes)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.policiesForSubject), builder.WithPredicates(comesOrGoes)).
 		Named("tokenpolicy").
 		Complete(r)
 }
+
+// comesOrGoes passes the creation and deletion of an object, not its updates: a Pod's status changes
+// often, and what a session is bound to (a ServiceAccount's or a Pod's UID, a Pod's ServiceAccount) never
+// changes in place.
+var comesOrGoes = predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
 
 // initSecrets reads Secrets' metadata through the client (the manager's cache) and their data around it.
 func (r *TokenPolicyReconciler) initSecrets() {

@@ -153,9 +153,17 @@ func (r *TokenPolicyReconciler) removeMaterialised(ctx context.Context, policy t
 		return wrapf(err, "list the ConfigMaps materialised for %s", policy)
 	}
 	prefixes := map[string]bool{}
-	for _, cm := range cms.Items {
-		if prefix := cm.Labels[v1alpha1.LabelObjectPrefix]; prefix != keep && prefix != "" {
-			prefixes[prefix] = true
+	for i := range cms.Items {
+		cm := &cms.Items[i]
+		prefix := cm.Labels[v1alpha1.LabelObjectPrefix]
+		switch {
+		case prefix == keep || prefix == "":
+		case cm.Labels[v1alpha1.LabelComponent] == v1alpha1.ComponentRevocations:
+			prefixes[prefix] = true // the Keeper deletes them in order
+		default:
+			if err := r.Client.Delete(ctx, cm, client.Preconditions{UID: &cm.UID}); client.IgnoreNotFound(err) != nil {
+				return wrapf(err, "delete %s in namespace %s", cm.Name, cm.Namespace)
+			}
 		}
 	}
 	for prefix := range prefixes {

@@ -61,7 +61,12 @@ func (r *TokenRevocationReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 
 	now := r.Clock.Now()
 	h := configmap.For(policy, r.IssuerNamespace)
-	lifetime := policy.Spec.RefreshToken.Lifetime.Duration
+	// The sessions revoked may have been issued with a longer lifetime than the policy's now: the record
+	// lasts as long as they can.
+	lifetime, err := r.Revocations.LongestLifetime(ctx, h, policy.Spec.RefreshToken.Lifetime.Duration, r.Clock.Now())
+	if err != nil {
+		return ctrl.Result{}, err // the journal may not exist yet: retry
+	}
 	var target, shard string
 	if tr.Spec.SessionID != "" {
 		i, ok := revocation.ShardOfSession(tr.Spec.SessionID)

@@ -158,3 +158,54 @@ func TestTheAPIServerRefusesInvalidTokenRevocations(t *testing.T) {
 		t.Fatalf("changing a TokenRevocation: got %v; want it refused", err)
 	}
 }
+
+// TestLoweringTheRefreshLifetimeDoesNotReviveARevokedSession: sessions issued with a 2h lifetime live 2h,
+// whatever the policy says later; an operator's revocations made after the lifetime was lowered to 1h last
+// as long as those sessions can, and are dropped only once they have all ended.
+func TestLoweringTheRefreshLifetimeDoesNotReviveARevokedSession(t *testing.T) {
+	f := newFixture(t)
+	f.policy("payments", func(s *v1alpha1.TokenPolicySpec) {
+		s.RefreshToken.Lifetime = metav1.Duration{Duration: 2 * time.Hour}
+		s.Signing.RotationInterval = &metav1.Duration{}
+	})
+	f.reconcile("payments")
+	p := f.get("payments")
+	p.Spec.RefreshToken.Lifetime = metav1.Duration{Duration: time.Hour}
+	if err := env.Client.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile("payments")
+
+	sid := revocation.NewSessionID(1)
+	f.tokenRevocation("by-id", v1alpha1.TokenRevocationSpec{PolicyName: "payments", SessionID: sid})
+	f.tokenRevocation("by-subject", v1alpha1.TokenRevocationSpec{PolicyName: "payments", Subject: "bob"})
+	r := f.revocations()
+	for _, name := range []string{"by-id", "by-subject"} {
+		if _, err := r.Reconcile(context.Background(), reconcileRequest(f.ns, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := f.handle("payments")
+	present := func() (session, subject bool) {
+		for i := range 4 {
+			recs := f.records(h.BaseName(i))
+			_, s := recs[revocation.SessionKey(sid)]
+			_, u := recs[revocation.SubjectKey("bob")]
+			session, subject = session || s, subject || u
+		}
+		return session, subject
+	}
+	// Past the new lifetime, not past the old one: the sessions may live, so must their revocations.
+	f.clock.Step(90 * time.Minute)
+	f.reconcile("payments")
+	if session, subject := present(); !session || !subject {
+		t.Fatalf("records 90 minutes after, with a 1h lifetime but sessions of 2h alive: session %v, subject %v; want both kept", session, subject)
+	}
+	// Past the old lifetime too: every session it could revoke has ended. (The subject mark counts from
+	// the TokenRevocation's creationTimestamp, which the API server sets from its own clock, not the test's.)
+	f.clock.Step(45 * time.Minute)
+	f.reconcile("payments")
+	if session, _ := present(); session {
+		t.Fatalf("the session's record once every session of the old lifetime has ended: kept; want it dropped")
+	}
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/keys"
+	"github.com/tokenwarden/tokenwarden/internal/login"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
@@ -75,12 +76,51 @@ var users = sync.OnceValue(func() bcryptUsers {
 // under "".
 type bcryptUsers map[string][]byte
 
+func (u bcryptUsers) Fingerprint(username string) (string, bool) {
+	hash, ok := u[username]
+	if !ok || username == "" {
+		return "", false
+	}
+	return login.Fingerprint(hash), true
+}
+
 func (u bcryptUsers) Check(username, password string) bool {
 	hash, ok := u[username]
 	if !ok || username == "" {
 		hash, ok = u[""], false
 	}
 	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil && ok
+}
+
+// subjects are the ServiceAccounts and Pods the fixture's policy may still be bound to: every
+// ServiceAccount exists, with the UID fakeAuth reviews it with, unless a test deletes it or gives it a new
+// UID; no Pod is known unless a test adds it.
+type subjects struct {
+	mu   sync.Mutex
+	uids map[string]string // namespace/name -> UID, overriding the default
+	pods map[string]bool
+}
+
+func (s *subjects) ServiceAccountUID(ns, name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if uid, ok := s.uids[ns+"/"+name]; ok {
+		return uid, uid != ""
+	}
+	return "uid-" + ns + "-" + name, true
+}
+
+func (s *subjects) PodExists(uid string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pods[uid]
+}
+
+// setUID makes ServiceAccount ns/name have uid; "" deletes it.
+func (s *subjects) setUID(ns, name, uid string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.uids[ns+"/"+name] = uid
 }
 
 // fakeAuth accepts ServiceAccount tokens of the form sa|<namespace>|<name>|<audience> (see saToken), and
@@ -91,15 +131,22 @@ const reviewDown = "review-unavailable"
 
 func saToken(ns, name, aud string) string { return "sa|" + ns + "|" + name + "|" + aud }
 
+// podToken is a ServiceAccount token bound to the Pod whose UID is pod.
+func podToken(ns, name, aud, pod string) string { return saToken(ns, name, aud) + "|" + pod }
+
 func (fakeAuth) Authenticate(_ context.Context, tok, aud string) (issuer.ServiceAccount, error) {
 	if tok == reviewDown {
 		return issuer.ServiceAccount{}, fmt.Errorf("%w: connection refused", issuer.ErrAuthenticatorUnavailable)
 	}
 	parts := strings.Split(tok, "|")
-	if len(parts) != 4 || parts[0] != "sa" || parts[3] != aud {
+	if len(parts) < 4 || len(parts) > 5 || parts[0] != "sa" || parts[3] != aud {
 		return issuer.ServiceAccount{}, errors.New("token not authenticated")
 	}
-	return issuer.ServiceAccount{Namespace: parts[1], Name: parts[2], UID: "uid-" + parts[1] + "-" + parts[2]}, nil
+	sa := issuer.ServiceAccount{Namespace: parts[1], Name: parts[2], UID: "uid-" + parts[1] + "-" + parts[2]}
+	if len(parts) == 5 {
+		sa.PodName, sa.PodUID = "pod-"+parts[4], parts[4]
+	}
+	return sa, nil
 }
 
 // faultyStore is a Memory store whose writes can be made to fail.
@@ -191,6 +238,7 @@ type fixture struct {
 	ts       *httptest.Server
 	policy   *issuer.Policy
 	other    *issuer.Policy
+	subjects *subjects
 }
 
 func newFixture(t testing.TB, o options) *fixture {
@@ -205,7 +253,8 @@ func newFixture(t testing.TB, o options) *fixture {
 		o.userRate = issuer.RateLimit{PerSecond: 1000, Burst: 1000}
 	}
 	f := &fixture{t: t, clock: clocktesting.NewFakeClock(t0), store: &faultyStore{Memory: revocation.NewMemory()},
-		events: events.NewFakeRecorder(16), registry: prometheus.NewRegistry()}
+		events: events.NewFakeRecorder(16), registry: prometheus.NewRegistry(),
+		subjects: &subjects{uids: map[string]string{}, pods: map[string]bool{}}}
 	if o.quiet {
 		f.events = &events.FakeRecorder{}
 	}
@@ -229,7 +278,7 @@ func newFixture(t testing.TB, o options) *fixture {
 	}
 	spec.Browser = o.browser
 	f.policy = f.newPolicy(external, "billing", spec, testKeys()[string(o.alg)])
-	f.policy.Users = users()
+	f.policy.Users, f.policy.Subjects = users(), f.subjects
 	otherSpec := v1alpha1.TokenPolicySpec{Audiences: []string{audience}, Signing: v1alpha1.SigningSpec{Algorithm: v1alpha1.EdDSA},
 		AccessToken:   v1alpha1.AccessTokenSpec{Lifetime: metav1.Duration{Duration: accessLifetime}},
 		RefreshToken:  v1alpha1.RefreshTokenSpec{Lifetime: metav1.Duration{Duration: sessionLife}},

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/tokenwarden/tokenwarden/issuer/token"
 )
 
 // introspection is an RFC 7662 answer. An inactive token gets {"active":false} and nothing more, so the
@@ -87,7 +89,7 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 	access := func() (introspection, bool) {
 		c, err := p.Codec.VerifyAccess(raw)
-		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil {
+		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil || !s.bound(p, c.Subject, c.Binding) {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "access_token", Scope: c.Scope, ClientID: c.ClientID,
@@ -98,7 +100,7 @@ func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 		c, err := p.Codec.VerifyRefresh(raw)
 		// A refresh token that has been rotated away can no longer be used (presenting it is reuse).
 		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil ||
-			!s.store.Current(p.State, c.SessionID, c.Generation) {
+			!s.store.Current(p.State, c.SessionID, c.Generation) || !s.bound(p, c.Subject, c.Binding) {
 			return introspection{}, false
 		}
 		return introspection{Active: true, TokenType: "refresh_token", Scope: c.Scope, ClientID: c.ClientID,
@@ -116,4 +118,11 @@ func (s *Server) introspect(p *Policy, raw, hint string) introspection {
 		return v
 	}
 	return introspection{Active: false}
+}
+
+// bound reports whether the identity a token's session was opened for still holds; a token whose identity
+// cannot be checked now is not active either.
+func (s *Server) bound(p *Policy, subject string, b *token.Binding) bool {
+	why, e := s.checkBinding(p, subject, b)
+	return why == nil && e == nil
 }

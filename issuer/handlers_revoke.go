@@ -64,10 +64,14 @@ func (s *Server) sessionOf(p *Policy, raw, hint string) (sessionRef, bool) {
 		if err != nil {
 			return sessionRef{}, false
 		}
-		// An access token does not carry its session's end, but the session logged in before iat and
-		// lasts the refresh lifetime. (If the policy's lifetime was lowered since, a session that was
-		// never refreshed gets a record that may be dropped before it ends.)
-		return sessionRef{id: c.SessionID, subject: c.Subject, expiry: c.IssuedAt.Time().Add(refreshLifetime(p.Spec()))}, true
+		// An access token carries its session's end. One minted before they did: the session logged in
+		// before iat and lasts at most the refresh lifetime (if the policy's lifetime was lowered since, a
+		// session that was never refreshed gets a record that may be dropped before it ends).
+		expiry := c.SessionExpiry.Time()
+		if c.SessionExpiry == 0 {
+			expiry = c.IssuedAt.Time().Add(refreshLifetime(p.Spec()))
+		}
+		return sessionRef{id: c.SessionID, subject: c.Subject, expiry: expiry}, true
 	}
 	first, second := refresh, access
 	if hint == "access_token" {

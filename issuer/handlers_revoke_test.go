@@ -49,6 +49,8 @@ func TestRevokeEndsTheSession(t *testing.T) {
 // changes.
 func TestRevokeAcceptsTokensItCannotRevoke(t *testing.T) {
 	f := newFixture(t, options{})
+	// The other policy logs alice in too, here, so that its session is one it could have.
+	f.other.Object.Spec.Login.PasswordSecretName, f.other.Users = "users", users()
 	otherAccess, otherRefresh := f.mint(f.other, "alice")
 	tests := []struct {
 		name  string

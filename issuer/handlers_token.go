@@ -182,7 +182,8 @@ func (s *Server) passwordLogin(r *http.Request, p *Policy, username, password, c
 		s.logger(p).V(1).Info("Password login refused", "client", ip)
 		return nil, badRequest(errInvalidGrant, "invalid username or password")
 	}
-	return s.startSession(p, username, client)
+	fp, _ := p.Users.Fingerprint(username)
+	return s.startSession(p, username, client, &token.Binding{Password: fp})
 }
 
 // exchange is the RFC 8693 token-exchange grant: a Kubernetes ServiceAccount token, reviewed for the
@@ -233,7 +234,7 @@ func (s *Server) exchange(r *http.Request, p *Policy, form url.Values, client st
 		s.logger(p).V(1).Info("Token exchange refused: the ServiceAccount is not listed", "serviceAccount", sa.Namespace+"/"+sa.Name)
 		return nil, badRequest(errInvalidRequest, "service account %s/%s may not obtain tokens of this policy", sa.Namespace, sa.Name)
 	}
-	resp, e = s.startSession(p, serviceAccountSubject(sa.Namespace, sa.Name), client)
+	resp, e = s.startSession(p, serviceAccountSubject(sa.Namespace, sa.Name), client, &token.Binding{ServiceAccountUID: sa.UID, PodUID: sa.PodUID})
 	if resp != nil {
 		resp.IssuedTokenType = tokenTypeAccessToken
 	}
@@ -251,12 +252,12 @@ func serviceAccountSubject(ns, name string) string {
 	return "system:serviceaccount:" + ns + ":" + name
 }
 
-// startSession logs subject in: a new session and generation 0 of its tokens. Nothing is written to the
-// store; a session gets a record when it is first refreshed or revoked.
-func (s *Server) startSession(p *Policy, subject, client string) (*tokenResponse, *apiError) {
+// startSession logs subject in, bound to the identity it proved: a new session and generation 0 of its
+// tokens. Nothing is written to the store; a session gets a record when it is first refreshed or revoked.
+func (s *Server) startSession(p *Policy, subject, client string, binding *token.Binding) (*tokenResponse, *apiError) {
 	now := s.clock.Now().Truncate(time.Second) // tokens carry whole seconds
 	sess := token.Session{ID: s.newSessionID(p), Subject: subject, ClientID: client, AuthTime: now,
-		Expiry: now.Add(refreshLifetime(p.Spec()))}
+		Expiry: now.Add(refreshLifetime(p.Spec())), Binding: binding}
 	resp, e := s.issue(p, sess, 0, now)
 	if e == nil {
 		s.logger(p).V(1).Info("Session started", "session", sess.ID, "subject", subject)
@@ -285,6 +286,13 @@ func (s *Server) refresh(r *http.Request, p *Policy, raw, client string) (*token
 		s.metrics.refreshes.WithLabelValues(refreshInvalid).Inc()
 		log.V(1).Info("Refresh token names a session id without a shard")
 		return nil, badRequest(errInvalidGrant, "the refresh token is invalid or expired")
+	}
+	switch why, e := s.checkBinding(p, claims.Subject, claims.Binding); {
+	case e != nil:
+		s.metrics.refreshes.WithLabelValues(refreshUnavailable).Inc()
+		return nil, e
+	case why != nil:
+		return nil, s.endSession(r, p, claims, why)
 	}
 	spec := p.Spec()
 	res, err := s.store.Refresh(r.Context(), revocation.RefreshRequest{

@@ -21,6 +21,7 @@ const (
 	refreshUnknown     = "unknown"     // the store knows no such generation
 	refreshInvalid     = "invalid"     // the token itself was refused; the store was not asked
 	refreshUnavailable = "unavailable" // the store could not decide; 503
+	refreshEnded       = "ended"       // the credential the session was opened for no longer holds
 )
 
 // metrics are the issuer's Prometheus metrics. Labels have fixed, small value sets (endpoints, error
@@ -52,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	// Outcomes that alerts watch exist from the start, so that rate() sees their first increment.
-	for _, o := range []string{refreshOK, refreshGrace, refreshReuse, refreshExpired, refreshRevoked, refreshUnknown, refreshInvalid, refreshUnavailable} {
+	for _, o := range []string{refreshOK, refreshGrace, refreshReuse, refreshExpired, refreshRevoked, refreshUnknown, refreshInvalid, refreshUnavailable, refreshEnded} {
 		m.refreshes.WithLabelValues(o)
 	}
 	return m, nil

@@ -26,8 +26,21 @@ type Policy struct {
 	Codec *token.Codec
 	// Keys are the keys Codec was built from; jwks.json publishes their public halves.
 	Keys *keys.Set
-	// Users checks passwords; nil when the policy has no password Secret (password login is off).
+	// Users checks passwords; nil when the policy has no password Secret or the controller has not
+	// materialised it (password login is off).
 	Users PasswordChecker
+	// Subjects are the ServiceAccounts and Pods the policy's sessions may be bound to, as the controller
+	// materialised them; nil when it has not (the policy allows none, or not yet).
+	Subjects Subjects
+}
+
+// Subjects says which of the ServiceAccounts a policy allows exist now, and which of their Pods.
+type Subjects interface {
+	// ServiceAccountUID is the UID of ServiceAccount namespace/name, or false when it does not exist (or
+	// the policy does not allow it).
+	ServiceAccountUID(namespace, name string) (string, bool)
+	// PodExists reports whether a Pod of an allowed ServiceAccount with this UID exists.
+	PodExists(uid string) bool
 }
 
 // Spec is the policy's spec.
@@ -37,6 +50,9 @@ func (p *Policy) Spec() *v1alpha1.TokenPolicySpec { return &p.Object.Spec }
 // user as for a wrong password.
 type PasswordChecker interface {
 	Check(username, password string) bool
+	// Fingerprint is the fingerprint of username's current password hash (login.Fingerprint), or false
+	// when there is no such user.
+	Fingerprint(username string) (string, bool)
 }
 
 // Policies finds the policies the issuer serves.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,17 +60,4 @@ func extra(m map[string]authenticationv1.ExtraValue, key string) string {
 		return v[0]
 	}
 	return ""
-}
-
-// splitServiceAccount splits a ServiceAccount's username, system:serviceaccount:<namespace>:<name>.
-func splitServiceAccount(username string) (namespace, name string, ok bool) {
-	rest, ok := strings.CutPrefix(username, "system:serviceaccount:")
-	if !ok {
-		return "", "", false
-	}
-	namespace, name, ok = strings.Cut(rest, ":")
-	if !ok || namespace == "" || name == "" || strings.Contains(name, ":") {
-		return "", "", false
-	}
-	return namespace, name, true
 }

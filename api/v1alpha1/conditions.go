@@ -80,6 +80,7 @@ const (
 	ComponentJWKS        = "jwks"
 	ComponentRevocations = "revocations"
 	ComponentUsers       = "users"
+	ComponentSubjects    = "subjects"
 
 	// AnnotationActiveKey names the kid that signs, in a signing-key Secret.
 	AnnotationActiveKey = "tokenwarden.io/active-key"
@@ -92,6 +93,9 @@ const (
 	// its namespace that may use it, comma-separated. A policy uses a Secret only if the Secret was generated
 	// for it or lists it here.
 	AnnotationAllowedPolicies = "tokenwarden.io/allowed-policies"
+	// AnnotationLongestRefreshLifetime, on a policy's revocation journal, is the longest refresh lifetime
+	// its sessions that may still live were issued with, and until when (configmap.LongestLifetime).
+	AnnotationLongestRefreshLifetime = "tokenwarden.io/longest-refresh-lifetime"
 	// AnnotationSource, on a materialised Secret, names the Secret it was made from and that Secret's
 	// resourceVersion: <name>@<resourceVersion>.
 	AnnotationSource = "tokenwarden.io/source"

@@ -59,3 +59,7 @@ func (p *TokenPolicy) IssuerKeysSecretName() string { return p.ObjectPrefix() + 
 // IssuerUsersSecretName is the Secret of the issuer's namespace that holds the policy's users and their
 // bcrypt hashes, as the controller validated them.
 func (p *TokenPolicy) IssuerUsersSecretName() string { return p.ObjectPrefix() + "-users" }
+
+// IssuerSubjectsConfigMapName is the ConfigMap of the issuer's namespace that says which of the
+// ServiceAccounts the policy lets exchange their tokens exist (with their UIDs), and which of their Pods.
+func (p *TokenPolicy) IssuerSubjectsConfigMapName() string { return p.ObjectPrefix() + "-subjects" }

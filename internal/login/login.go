@@ -2,7 +2,9 @@ package login
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -52,8 +54,17 @@ func Validate(data map[string][]byte) error {
 // a decoy hash of the cost most of the hashes have, so that timing does not tell unknown users from wrong
 // passwords (users whose hash has another cost excepted).
 type Passwords struct {
-	hashes map[string][]byte
-	decoy  []byte
+	hashes       map[string][]byte
+	fingerprints map[string]string
+	decoy        []byte
+}
+
+// Fingerprint is what a session opened with a password records of it: a digest of the bcrypt hash, which
+// changes when the password does (a new hash, with a new salt, even for the same password) and says
+// nothing of the hash or the password.
+func Fingerprint(hash []byte) string {
+	sum := sha256.Sum256(append([]byte("tokenwarden password fingerprint\x00"), hash...))
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
 // ErrNoDecoy is returned by New when no decoy hash can be made.
@@ -61,10 +72,11 @@ var ErrNoDecoy = errors.New("cannot make a decoy hash")
 
 // New returns a checker over data, a users Secret's entries (username: bcrypt hash), which it copies.
 func New(data map[string][]byte) (*Passwords, error) {
-	p := &Passwords{hashes: make(map[string][]byte, len(data))}
+	p := &Passwords{hashes: make(map[string][]byte, len(data)), fingerprints: make(map[string]string, len(data))}
 	costs := map[int]int{}
 	for user, hash := range data {
 		p.hashes[user] = append([]byte(nil), hash...)
+		p.fingerprints[user] = Fingerprint(hash)
 		if cost, err := bcrypt.Cost(hash); err == nil && cost >= MinCost && cost <= MaxCost {
 			costs[cost]++
 		}
@@ -109,6 +121,12 @@ func (p *Passwords) Check(username, password string) bool {
 	}
 	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
 	return subtle.ConstantTimeEq(boolInt(known), 1)&subtle.ConstantTimeEq(boolInt(ok), 1) == 1
+}
+
+// Fingerprint returns the fingerprint of user's current hash, or false when there is no such user.
+func (p *Passwords) Fingerprint(user string) (string, bool) {
+	fp, ok := p.fingerprints[user]
+	return fp, ok
 }
 
 // Users is the number of users.

@@ -69,11 +69,11 @@ type Options struct {
 }
 
 // CacheOptions are the replica's informers: every TokenPolicy, and of its own namespace only the Secrets and
-// ConfigMaps the controller materialises there (signing keys and users; revocation objects), selected by
-// label.
+// ConfigMaps the controller materialises there (signing keys and users; revocation objects and the subjects
+// sessions may be bound to), selected by label.
 func CacheOptions(namespace string) cache.Options {
 	secrets, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentSigningKeys, v1alpha1.ComponentUsers})
-	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.Equals, []string{v1alpha1.ComponentRevocations})
+	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentRevocations, v1alpha1.ComponentSubjects})
 	own := map[string]cache.Config{namespace: {}}
 	// managedFields name every data key of a ConfigMap: as large as the keys themselves, and never read.
 	return cache.Options{Scheme: kube.Scheme(), DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{

@@ -55,7 +55,7 @@ func (s *Source) Start(ctx context.Context, c cache.Cache) error {
 		UpdateFunc: func(_, obj any) { s.changed(ctx, obj) },
 		DeleteFunc: func(obj any) { s.changed(ctx, obj) },
 	}
-	for _, obj := range []client.Object{&v1alpha1.TokenPolicy{}, &corev1.Secret{}} {
+	for _, obj := range []client.Object{&v1alpha1.TokenPolicy{}, &corev1.Secret{}, &corev1.ConfigMap{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
@@ -90,6 +90,9 @@ func (s *Source) changed(ctx context.Context, obj any) {
 	if _, isPolicy := o.(*v1alpha1.TokenPolicy); isPolicy {
 		s.rebuild(ctx, client.ObjectKeyFromObject(o))
 		return
+	}
+	if _, isConfigMap := o.(*corev1.ConfigMap); isConfigMap && o.GetLabels()[v1alpha1.LabelComponent] != v1alpha1.ComponentSubjects {
+		return // revocation objects: the store's, written many times a second
 	}
 	ns, name := o.GetLabels()[v1alpha1.LabelPolicyNamespace], o.GetLabels()[v1alpha1.LabelPolicy]
 	if o.GetNamespace() == s.namespace && ns != "" && name != "" {
@@ -157,6 +160,17 @@ func (s *Source) build(ctx context.Context, key types.NamespacedName) (*issuer.P
 		}
 		// Not materialised: the controller refused the users Secret (the policy's LoginReady condition says
 		// why), so password login is off.
+	}
+	if len(obj.Spec.Login.ServiceAccounts) > 0 {
+		subjects := &corev1.ConfigMap{}
+		err := s.reader.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: obj.IssuerSubjectsConfigMapName()}, subjects)
+		switch {
+		case err == nil:
+			p.Subjects = login.Subjects(subjects.Data)
+		case !apierrors.IsNotFound(err):
+			return nil, err
+		}
+		// Not materialised yet: sessions of ServiceAccounts cannot be checked, and are not refreshed.
 	}
 	return p, nil
 }

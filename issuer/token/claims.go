@@ -38,6 +38,22 @@ type Session struct {
 	Expiry time.Time
 	// Scope is the space-separated scope granted; empty leaves scope out.
 	Scope string
+	// Binding is the identity the session was opened for; nil for none.
+	Binding *Binding
+}
+
+// Binding is the identity a session was opened for, as both kinds of token carry it (the bind claim), so
+// that the session ends when that identity does: a user removed or whose password changed, a
+// ServiceAccount deleted or created again under the same name, the Pod a ServiceAccount token was bound to
+// gone. It holds no secret: a password is represented by a digest of its bcrypt hash, which tells one
+// hash from another and nothing more.
+type Binding struct {
+	// Password is the fingerprint of the password hash the user logged in with (login.Fingerprint).
+	Password string `json:"pwd,omitempty"`
+	// ServiceAccountUID is the UID of the ServiceAccount whose token was exchanged.
+	ServiceAccountUID string `json:"sa,omitempty"`
+	// PodUID is the UID of the Pod that ServiceAccount token was bound to; empty for an unbound token.
+	PodUID string `json:"pod,omitempty"`
 }
 
 // AccessClaims is the payload of an access token (RFC 9068 section 2.2). Resource servers see exactly
@@ -53,6 +69,10 @@ type AccessClaims struct {
 	ClientID  string      `json:"client_id,omitempty"`
 	SessionID string      `json:"sid"`
 	Scope     string      `json:"scope,omitempty"`
+	// SessionExpiry is the session's absolute end, so that revoking an access token records its session
+	// for as long as the session can last, whatever the policy says later.
+	SessionExpiry NumericDate `json:"session_exp,omitempty"`
+	Binding       *Binding    `json:"bind,omitempty"`
 }
 
 // RefreshClaims is the payload of a refresh token. Its audience is the issuer itself, so no resource
@@ -69,6 +89,7 @@ type RefreshClaims struct {
 	SessionID  string      `json:"sid"`
 	Generation uint64      `json:"gen"`
 	Scope      string      `json:"scope,omitempty"`
+	Binding    *Binding    `json:"bind,omitempty"`
 }
 
 // Session rebuilds the session a verified refresh token was minted for, to mint its successor.
@@ -80,6 +101,7 @@ func (c *RefreshClaims) Session() Session {
 		AuthTime: c.AuthTime.Time(),
 		Expiry:   c.ExpiresAt.Time(),
 		Scope:    c.Scope,
+		Binding:  c.Binding,
 	}
 }
 

@@ -247,6 +247,10 @@ func (c *Codec) MintAccess(s Session, gen uint64, issuedAt time.Time) (string, *
 		ClientID:  s.ClientID,
 		SessionID: s.ID,
 		Scope:     s.Scope,
+		Binding:   s.Binding,
+	}
+	if !s.Expiry.IsZero() {
+		claims.SessionExpiry = NumericDate(s.Expiry.Unix())
 	}
 	raw, err := c.sign(&c.access, claims)
 	if err != nil {
@@ -274,6 +278,7 @@ func (c *Codec) MintRefresh(s Session, gen uint64, issuedAt time.Time) (string, 
 		SessionID:  s.ID,
 		Generation: gen,
 		Scope:      s.Scope,
+		Binding:    s.Binding,
 	}
 	raw, err := c.sign(&c.refresh, claims)
 	if err != nil {

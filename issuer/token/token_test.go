@@ -94,6 +94,7 @@ func newFixture(t testing.TB, alg v1alpha1.SigningAlgorithm) *fixture {
 			AuthTime: t0.Add(-time.Hour),
 			Expiry:   t0.Add(7 * 24 * time.Hour),
 			Scope:    "invoices:read invoices:write",
+			Binding:  &token.Binding{ServiceAccountUID: "0b4e9c1a-sa", PodUID: "5f1d2e3c-pod"},
 		},
 	}
 	f.codec = f.newCodec(t, func(*token.Policy) {})
@@ -261,6 +262,9 @@ func TestMintedTokensVerify(t *testing.T) {
 				ClientID:  f.session.ClientID,
 				SessionID: f.session.ID,
 				Scope:     f.session.Scope,
+				// The session's end and the identity it was opened for travel with it.
+				SessionExpiry: token.NumericDate(f.session.Expiry.Unix()),
+				Binding:       &token.Binding{ServiceAccountUID: "0b4e9c1a-sa", PodUID: "5f1d2e3c-pod"},
 			}
 			if !reflect.DeepEqual(minted, want) {
 				t.Errorf("MintAccess claims: got %+v; want %+v", minted, want)
@@ -297,6 +301,7 @@ func TestMintedTokensVerify(t *testing.T) {
 				SessionID:  f.session.ID,
 				Generation: 7,
 				Scope:      f.session.Scope,
+				Binding:    &token.Binding{ServiceAccountUID: "0b4e9c1a-sa", PodUID: "5f1d2e3c-pod"},
 			}
 			if !reflect.DeepEqual(mintedRT, wantRT) {
 				t.Errorf("MintRefresh claims: got %+v; want %+v", mintedRT, wantRT)

@@ -127,6 +127,11 @@ func (k *Keeper) Reconcile(ctx context.Context, h Policy, p *v1alpha1.TokenPolic
 			return rep, err
 		}
 	}
+	if err := k.recordLifetime(ctx, objs.Journal, lifetime, now); err != nil {
+		return rep, err
+	}
+	// Surplus shards wait for every session that may have been placed in them, under the longest lifetime.
+	lifetime = LongestLifetime(objs.Journal, lifetime, now)
 	if rep.Waiting, err = k.compact(ctx, h, objs, now); err != nil {
 		return rep, err
 	}
@@ -296,6 +301,16 @@ func (k *Keeper) Delete(ctx context.Context, h Policy) (bool, error) {
 		}
 	}
 	return len(all) == 0, nil
+}
+
+// LongestLifetime is configmap.LongestLifetime of the policy's journal as the cache holds it: the longest
+// refresh lifetime of its sessions that may still live.
+func (k *Keeper) LongestLifetime(ctx context.Context, h Policy, current time.Duration, now time.Time) (time.Duration, error) {
+	journal := &corev1.ConfigMap{}
+	if err := k.Client.Get(ctx, h.object(h.JournalName()), journal); err != nil {
+		return 0, fmt.Errorf("read the journal of %s: %w", h.Owner, err)
+	}
+	return LongestLifetime(journal, current, now), nil
 }
 
 // RevokeSession records the revocation of a session in the policy's journal, where the issuers'
