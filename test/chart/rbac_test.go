@@ -261,9 +261,8 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 	// Requests neither ServiceAccount may make.
 	neither := func(c client.Client) []access {
 		return []access{
-			{"lists Pods", false, func(ctx context.Context) error { return c.List(ctx, &corev1.PodList{}, client.InNamespace(apps)) }},
-			{"gets a Pod", false, func(ctx context.Context) error {
-				return c.Get(ctx, client.ObjectKey{Namespace: apps, Name: "any"}, &corev1.Pod{})
+			{"deletes a Pod", false, func(ctx context.Context) error {
+				return c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: "any"}})
 			}},
 			{"lists Roles", false, func(ctx context.Context) error { return c.List(ctx, &rbacv1.RoleList{}, client.InNamespace(release)) }},
 			{"gets a Role", false, func(ctx context.Context) error {
@@ -334,6 +333,10 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 			}},
 			{"lists TokenRevocations", false, func(ctx context.Context) error { return issuer.List(ctx, &v1alpha1.TokenRevocationList{}) }},
 			{"creates a Lease", false, func(ctx context.Context) error { return issuer.Create(ctx, lease(release)) }},
+			{"lists Pods", false, func(ctx context.Context) error { return issuer.List(ctx, &corev1.PodList{}, client.InNamespace(apps)) }},
+			{"lists ServiceAccounts", false, func(ctx context.Context) error {
+				return issuer.List(ctx, &corev1.ServiceAccountList{}, client.InNamespace(apps))
+			}},
 			{"creates a core Event", false, func(ctx context.Context) error {
 				return issuer.Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: "payments-", Namespace: apps},
 					InvolvedObject: corev1.ObjectReference{Kind: "TokenPolicy", Namespace: apps, Name: policy.Name}, Reason: "Test"})
@@ -360,6 +363,12 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 			{"creates a ConfigMap", true, func(ctx context.Context) error { return controller.Create(ctx, newConfigMap(release)) }},
 			{"creates a Lease in the release namespace", true, func(ctx context.Context) error { return controller.Create(ctx, lease(release)) }},
 			{"creates an events.k8s.io Event", true, func(ctx context.Context) error { return controller.Create(ctx, event()) }},
+			{"lists Pods (what a session may be bound to)", true, func(ctx context.Context) error {
+				return controller.List(ctx, &corev1.PodList{}, client.InNamespace(apps))
+			}},
+			{"lists ServiceAccounts", true, func(ctx context.Context) error {
+				return controller.List(ctx, &corev1.ServiceAccountList{}, client.InNamespace(apps))
+			}},
 			{"deletes a TokenPolicy", false, func(ctx context.Context) error { return controller.Delete(ctx, fresh(policy)) }},
 			{"creates a TokenReview", false, func(ctx context.Context) error { return controller.Create(ctx, tokenReview()) }},
 		}, neither(controller)...),
