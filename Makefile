@@ -61,15 +61,15 @@ fuzz: ## Fuzz every target for FUZZTIME (default 1m) and keep what the fuzzer fo
 RUN_ARGS ?=
 .PHONY: run
 run: ## Run the whole product on a local control plane (no cluster, no Docker); Ctrl-C stops it. RUN_ARGS="--clean" starts afresh.
-	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden ./cmd/tokenwarden && exec bin/tokenwarden dev --control-plane "$$tools" $(RUN_ARGS)
+	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden-dev ./cmd/tokenwarden-dev && exec bin/tokenwarden-dev dev --control-plane "$$tools" $(RUN_ARGS)
 
 BENCH_ARGS ?=
 .PHONY: bench
 bench: ## Run the load tool: every scenario for 5s on loopback, then a Markdown table (BENCH_ARGS="--full --profile prof").
-	@$(TOOLS); CGO_ENABLED=0 go build -o bin/tokenwarden ./cmd/tokenwarden && exec bin/tokenwarden bench --control-plane "$$tools" $(BENCH_ARGS)
+	@$(TOOLS); CGO_ENABLED=0 go build -o bin/ ./cmd/tokenwarden ./cmd/tokenwarden-dev && exec bin/tokenwarden-dev bench --control-plane "$$tools" $(BENCH_ARGS)
 
 ##@ Build
 
 .PHONY: build
-build: ## Build the binaries into bin/.
+build: ## Build the binaries into bin/: tokenwarden (the image's), tokenwarden-dev (make run, make bench), kubectl-tokenwarden.
 	CGO_ENABLED=0 go build -trimpath -o bin/ ./cmd/...

@@ -107,8 +107,6 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 	return mgr.Start(ctx)
 }
 
-func defaultShardBudget() int { return controllers.DefaultShardBudget }
-
 // withCluster sets up logging from the flags and runs run with the kubeconfig or in-cluster credentials.
 func withCluster(ctx context.Context, opts *zap.Options, run func(context.Context, *rest.Config, logr.Logger) error) error {
 	logger := zap.New(zap.UseFlagOptions(opts))

@@ -34,8 +34,6 @@ type IssuerConfig struct {
 	TLSCertFile   string
 	TLSKeyFile    string
 	Zap           zap.Options
-	// insecureCookies honours spec.browser.cookie.secure: false; only the dev mode sets it (no flag).
-	insecureCookies bool
 }
 
 func issuerFlags(fs *flag.FlagSet) runner {
@@ -133,6 +131,5 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, MetricsListener: metrics, ShardBudget: c.ShardBudget,
 		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
-		Logger:        logger.WithName("issuer"),
-		ServerOptions: func(sc *issuer.ServerConfig) { sc.InsecureCookies = c.insecureCookies }})
+		Logger: logger.WithName("issuer")})
 }

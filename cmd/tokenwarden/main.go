@@ -18,9 +18,9 @@ var program = subcommand.Program{
 	Commands: []subcommand.Command{
 		{Name: "controller", Summary: "run the TokenPolicy controller", Flags: controllerFlags},
 		{Name: "issuer", Summary: "serve the token endpoints of every TokenPolicy", Flags: issuerFlags},
-		{Name: "dev", Summary: "run the whole product on a local control plane (make run)", Flags: devFlags},
-		{Name: "bench", Summary: "measure throughput, latency, API writes and CPU under load on loopback (make bench)", Flags: benchFlags},
 	},
+	Note: "The dev mode (make run) and the load tool (make bench) are the dev and bench subcommands of\n" +
+		"tokenwarden-dev (./cmd/tokenwarden-dev), a separate binary that the image does not carry.",
 }
 
 func main() { program.Main() }

@@ -45,15 +45,16 @@ import (
 
 // Config is what a run does.
 type Config struct {
-	Assets     string        // kube-apiserver and etcd
-	CRDDir     string        // config/crd/bases
-	Executable string        // the tokenwarden binary, run as issuer replicas and as the bound server
-	Duration   time.Duration // per scenario
-	Full       bool          // the whole matrix instead of the default selection
-	Only       string        // run only the scenarios whose description contains this; "" for all
-	Profile    string        // folder for a CPU profile of the issuer under the EdDSA refresh scenario; "" for none
-	WorkDir    string        // logs and kubeconfig
-	Out        io.Writer
+	Assets       string        // kube-apiserver and etcd
+	CRDDir       string        // config/crd/bases
+	IssuerBinary string        // the tokenwarden binary, run as the issuer replicas
+	BoundBinary  string        // the load tool's own binary, run as the bound server ('bench --serve-bound')
+	Duration     time.Duration // per scenario
+	Full         bool          // the whole matrix instead of the default selection
+	Only         string        // run only the scenarios whose description contains this; "" for all
+	Profile      string        // folder for a CPU profile of the issuer under the EdDSA refresh scenario; "" for none
+	WorkDir      string        // logs and kubeconfig
+	Out          io.Writer
 }
 
 // scenario is one row of the report.
@@ -365,7 +366,7 @@ func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, ta
 		if b.cfg.Profile != "" {
 			args = append(args, "--pprof")
 		}
-		proc, err := start(ctx, b.cfg.Executable, []string{"KUBECONFIG=" + b.kubeconfig}, filepath.Join(b.cfg.WorkDir, fmt.Sprintf("issuer-%s-%d.log", tag, i)), "/readyz", args...)
+		proc, err := start(ctx, b.cfg.IssuerBinary, []string{"KUBECONFIG=" + b.kubeconfig}, filepath.Join(b.cfg.WorkDir, fmt.Sprintf("issuer-%s-%d.log", tag, i)), "/readyz", args...)
 		if err != nil {
 			stopAll(procs)
 			return nil, err
@@ -581,7 +582,7 @@ func (b *bench) profile(ctx context.Context, sc scenario, p *process) <-chan str
 
 // runBound drives the bare handler of alg, in its own process, at concurrency 64.
 func (b *bench) runBound(ctx context.Context, alg v1alpha1.SigningAlgorithm) (*result, error) {
-	proc, err := start(ctx, b.cfg.Executable, nil, filepath.Join(b.cfg.WorkDir, "bound-"+string(alg)+".log"), "/healthz", "bench", "--serve-bound", string(alg))
+	proc, err := start(ctx, b.cfg.BoundBinary, nil, filepath.Join(b.cfg.WorkDir, "bound-"+string(alg)+".log"), "/healthz", "bench", "--serve-bound", string(alg))
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/cmd/internal/subcommand"
 	"github.com/tokenwarden/tokenwarden/internal/bench"
 )
 
@@ -22,14 +23,16 @@ type BenchConfig struct {
 	Listen     string
 }
 
-func benchFlags(fs *flag.FlagSet) runner {
+func benchFlags(fs *flag.FlagSet) subcommand.Runner {
 	c := &BenchConfig{}
+	self, _ := os.Executable()
 	fs.StringVar(&c.Assets, "control-plane", os.Getenv("KUBEBUILDER_ASSETS"), "folder with kube-apiserver and etcd (make bench passes it)")
 	fs.StringVar(&c.CRDDir, "crd-dir", "config/crd/bases", "folder of the CRDs")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long each scenario runs")
 	fs.BoolVar(&c.Full, "full", false, "run the whole matrix (every kind x algorithm x concurrency x session count) instead of the default selection")
 	fs.StringVar(&c.Only, "only", "", `run only the scenarios whose description contains this, such as "refresh EdDSA c64 10k"`)
 	fs.StringVar(&c.Profile, "profile", "", "folder to write a CPU profile of the issuer under the EdDSA refresh scenario (c64, 10k sessions)")
+	fs.StringVar(&c.IssuerBinary, "issuer-binary", filepath.Join(filepath.Dir(self), "tokenwarden"), "the tokenwarden binary to run as the issuer replicas (make bench builds it beside this one)")
 	fs.StringVar(&c.WorkDir, "work-dir", filepath.Join(os.TempDir(), "tokenwarden-bench"), "folder for the processes' logs and the kubeconfig")
 	fs.StringVar(&c.ServeBound, "serve-bound", "", "internal: serve the bound refresh handler for this algorithm")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "internal: address of the bound handler (loopback)")
@@ -56,6 +59,9 @@ func (c *BenchConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("no %s in --control-plane %q: run 'make bench', which builds the control plane once and passes it", bin, c.Assets))
 		}
 	}
+	if fi, err := os.Stat(c.IssuerBinary); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		errs = append(errs, fmt.Errorf("--issuer-binary %q is not an executable file: run 'make bench', which builds bin/tokenwarden beside bin/tokenwarden-dev", c.IssuerBinary))
+	}
 	if c.Duration < time.Second || c.Duration > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("--duration %s: want 1s to 10m", c.Duration))
 	}
@@ -76,10 +82,14 @@ func (c *BenchConfig) Run(ctx context.Context) error {
 		}
 		return nil
 	}
-	exe, err := os.Executable()
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	c.Executable, c.Out = exe, os.Stdout
+	// An absolute path: a bare name would be looked up in $PATH.
+	if c.IssuerBinary, err = filepath.Abs(c.IssuerBinary); err != nil {
+		return err
+	}
+	c.BoundBinary, c.Out = self, os.Stdout
 	return bench.Run(ctx, c.Config)
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,12 +26,20 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
+	"github.com/tokenwarden/tokenwarden/cmd/internal/subcommand"
+	"github.com/tokenwarden/tokenwarden/controllers"
 	"github.com/tokenwarden/tokenwarden/internal/kube"
+	"github.com/tokenwarden/tokenwarden/issuer"
+	"github.com/tokenwarden/tokenwarden/issuer/app"
 )
 
 // devNamespace is the issuer's namespace in the dev mode.
@@ -49,7 +58,7 @@ type DevConfig struct {
 	out        io.Writer
 }
 
-func devFlags(fs *flag.FlagSet) runner {
+func devFlags(fs *flag.FlagSet) subcommand.Runner {
 	c := &DevConfig{out: os.Stdout}
 	fs.StringVar(&c.Assets, "control-plane", os.Getenv("KUBEBUILDER_ASSETS"), "folder with kube-apiserver and etcd (make run passes the one hack/control-plane.sh builds); default $KUBEBUILDER_ASSETS")
 	fs.StringVar(&c.DataDir, "data-dir", ".dev", "folder for etcd's data and the kubeconfig; reused by the next run unless --clean")
@@ -132,15 +141,8 @@ func (c *DevConfig) Run(ctx context.Context) error {
 	defer cancel()
 	issuerURL := "http://" + c.Listen
 	errs := make(chan error, 2)
-	go func() {
-		errs <- (&ControllerConfig{IssuerURL: issuerURL, IssuerNamespace: devNamespace, MetricsAddr: "0", ProbeAddr: "0",
-			ShardBudget: defaultShardBudget(), ShardStatus: 10 * time.Second}).run(ctx, cfg, logger)
-	}()
-	go func() {
-		// The dev mode serves on loopback only, where a policy may turn the refresh cookie's Secure off.
-		errs <- (&IssuerConfig{ExternalURL: issuerURL, Namespace: devNamespace, Listen: c.Listen, MetricsListen: "0",
-			insecureCookies: true}).withDefaults().run(ctx, cfg, logger)
-	}()
+	go func() { errs <- runController(ctx, cfg, logger, issuerURL) }()
+	go func() { errs <- c.runIssuer(ctx, cfg, logger, issuerURL) }()
 	if err := c.applySamples(ctx, cl); err != nil {
 		return err
 	}
@@ -164,6 +166,39 @@ func (c *DevConfig) Run(ctx context.Context) error {
 		cancel()
 		return err
 	}
+}
+
+// runController runs the reconcilers in this process, as 'tokenwarden controller' runs them, with no leader
+// election and neither metrics nor probe endpoints.
+func runController(ctx context.Context, cfg *rest.Config, logger logr.Logger, issuerURL string) error {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: kube.Scheme(), Logger: logger.WithName("controller"), Cache: controllers.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: issuerURL, IssuerNamespace: devNamespace,
+		ShardBudget: controllers.DefaultShardBudget, ShardStatusPeriod: 10 * time.Second}); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// runIssuer serves the token endpoints in this process, as 'tokenwarden issuer' serves them with its default
+// flags, on c.Listen and without a metrics endpoint.
+func (c *DevConfig) runIssuer(ctx context.Context, cfg *rest.Config, logger logr.Logger, issuerURL string) error {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	return app.Run(ctx, cfg, app.Options{ExternalURL: issuerURL, Namespace: devNamespace, Listener: ln, Logger: logger.WithName("issuer"),
+		// The dev mode serves on loopback only, where a policy may turn the refresh cookie's Secure off.
+		ServerOptions: func(sc *issuer.ServerConfig) { sc.InsecureCookies = true }})
+}
+
+// setLogger makes logger the logger of controller-runtime and klog, so that every line has one format.
+func setLogger(logger logr.Logger) {
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
 }
 
 func dirHasFiles(dir string) bool {
