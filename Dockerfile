@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every subcommand: tokenwarden controller | issuer.
+# One image for both subcommands: tokenwarden controller | issuer. (The dev mode and the load tool are
+# ./cmd/tokenwarden-dev, which the image does not build.)
 FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -103,7 +103,7 @@ func (s *Server) cookieSecure(p *Policy, spec *v1alpha1.BrowserSpec) bool {
 	var why string
 	switch {
 	case !s.insecureCookies:
-		why = "only the dev mode (tokenwarden dev) serves a refresh cookie without Secure"
+		why = "only the dev mode (make run) serves a refresh cookie without Secure"
 	case !slices.ContainsFunc(spec.AllowedOrigins, func(o v1alpha1.BrowserOrigin) bool { return !loopbackHTTPOrigin.MatchString(string(o)) }):
 		return false
 	default:

@@ -49,7 +49,7 @@ const (
 type BrowserCookieSpec struct {
 	// Secure restricts the cookie to HTTPS (browsers also treat http://localhost and http://127.0.0.1 as
 	// secure). It may be false only when every allowed origin is a loopback http origin, and even then
-	// the issuer honours it only in the dev mode (tokenwarden dev); elsewhere the cookie is Secure anyway.
+	// the issuer honours it only in the dev mode (make run); elsewhere the cookie is Secure anyway.
 	// +kubebuilder:default=true
 	// +optional
 	Secure *bool `json:"secure,omitempty"`

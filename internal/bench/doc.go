@@ -1,6 +1,7 @@
-// Package bench is tokenwarden's load tool: it starts a real control plane, the controller and issuer
-// replicas as separate processes on loopback, preloads live sessions, drives bounded scenarios (login,
-// refresh, introspection, mixed) at several concurrencies and algorithms, and reports throughput, latency
-// percentiles, errors by kind, API writes and bytes per refresh, conflicts, issuer CPU per operation and
-// peak memory, each beside its bound: the same crypto behind a bare net/http handler in the same run.
+// Package bench is tokenwarden's load tool: it starts a real control plane and the controller, runs the
+// production binary's issuer replicas as separate processes on loopback, preloads live sessions, drives
+// bounded scenarios (login, refresh, introspection, mixed) at several concurrencies and algorithms, and
+// reports throughput, latency percentiles, errors by kind, API writes and bytes per refresh, conflicts,
+// issuer CPU per operation and peak memory, each beside its bound: the same crypto behind a bare net/http
+// handler in the same run. Only cmd/tokenwarden-dev links it.
 package bench

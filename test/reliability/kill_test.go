@@ -29,7 +29,7 @@ var buildIssuer = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(dir, "tokenwarden")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/tokenwarden")
 	cmd.Dir = testenv.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make run builds it, so the build cache serves it
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make bench builds it, so the build cache serves it
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/tokenwarden: %v\n%s", err, out)
 	}
