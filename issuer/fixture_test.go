@@ -149,11 +149,39 @@ func (fakeAuth) Authenticate(_ context.Context, tok, aud string) (issuer.Service
 	return sa, nil
 }
 
-// faultyStore is a Memory store whose writes can be made to fail.
+// faultyStore is a Memory store whose writes, and separately whose reads, can be made to fail.
 type faultyStore struct {
 	*revocation.Memory
-	mu  sync.Mutex
-	err error
+	mu      sync.Mutex
+	err     error
+	readErr error
+}
+
+// failReads makes Valid and Current answer err (nil: the Memory store's answers again).
+func (s *faultyStore) failReads(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readErr = err
+}
+
+func (s *faultyStore) readFailure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readErr
+}
+
+func (s *faultyStore) Valid(policy types.NamespacedName, sid, subject string, authTime time.Time) error {
+	if err := s.readFailure(); err != nil {
+		return err
+	}
+	return s.Memory.Valid(policy, sid, subject, authTime)
+}
+
+func (s *faultyStore) Current(policy types.NamespacedName, sid string, gen uint64) (bool, error) {
+	if err := s.readFailure(); err != nil {
+		return false, err
+	}
+	return s.Memory.Current(policy, sid, gen)
 }
 
 func (s *faultyStore) fail(err error) {

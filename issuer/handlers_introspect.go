@@ -2,9 +2,12 @@ package issuer
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
 )
 
@@ -50,7 +53,13 @@ func (s *Server) introspectRequest(r *http.Request) (*introspection, *apiError) 
 	if raw == "" {
 		return nil, badRequest(errInvalidRequest, "token is required")
 	}
-	v := s.introspect(p, raw, form.Get("token_type_hint"))
+	v, err := s.introspect(p, raw, form.Get("token_type_hint"))
+	if err != nil {
+		// Fail closed: a token whose session cannot be told valid is not reported active, and not inactive
+		// either (a resource server would drop a good session for a fault of the issuer's).
+		s.logger(p).Error(err, "Introspection could not be decided")
+		return nil, unavailable("session state is unavailable; retry later")
+	}
 	return &v, nil
 }
 
@@ -85,44 +94,75 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 }
 
 // introspect says whether raw is an active access or refresh token of p: it verifies now, and the store
-// has seen no revocation of its session. The hint says which kind to try first.
-func (s *Server) introspect(p *Policy, raw, hint string) introspection {
-	access := func() (introspection, bool) {
+// has seen no revocation of its session. The hint says which kind to try first. A token that verifies but
+// whose session the store cannot tell valid (revocation.ErrUnavailable, or any error other than
+// revocation.ErrRevoked) is an error, never an answer.
+func (s *Server) introspect(p *Policy, raw, hint string) (introspection, error) {
+	access := func() (introspection, bool, error) {
 		c, err := p.Codec.VerifyAccess(raw)
-		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil || !s.bound(p, c.Subject, c.Binding) {
-			return introspection{}, false
+		if err != nil {
+			return introspection{}, false, nil
+		}
+		if ok, err := s.valid(p, c.SessionID, c.Subject, c.AuthTime.Time()); !ok || err != nil {
+			return introspection{}, false, err
+		}
+		if ok, err := s.bound(p, c.Subject, c.Binding); !ok || err != nil {
+			return introspection{}, false, err
 		}
 		return introspection{Active: true, TokenType: "access_token", Scope: c.Scope, ClientID: c.ClientID,
 			Subject: c.Subject, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: int64(c.ExpiresAt),
-			IssuedAt: int64(c.IssuedAt), ID: c.ID, SessionID: c.SessionID}, true
+			IssuedAt: int64(c.IssuedAt), ID: c.ID, SessionID: c.SessionID}, true, nil
 	}
-	refresh := func() (introspection, bool) {
+	refresh := func() (introspection, bool, error) {
 		c, err := p.Codec.VerifyRefresh(raw)
+		if err != nil {
+			return introspection{}, false, nil
+		}
+		if ok, err := s.valid(p, c.SessionID, c.Subject, c.AuthTime.Time()); !ok || err != nil {
+			return introspection{}, false, err
+		}
 		// A refresh token that has been rotated away can no longer be used (presenting it is reuse).
-		if err != nil || s.store.Valid(p.State, c.SessionID, c.Subject, c.AuthTime.Time()) != nil ||
-			!s.store.Current(p.State, c.SessionID, c.Generation) || !s.bound(p, c.Subject, c.Binding) {
-			return introspection{}, false
+		if current, err := s.store.Current(p.State, c.SessionID, c.Generation); !current || err != nil {
+			return introspection{}, false, err
+		}
+		if ok, err := s.bound(p, c.Subject, c.Binding); !ok || err != nil {
+			return introspection{}, false, err
 		}
 		return introspection{Active: true, TokenType: "refresh_token", Scope: c.Scope, ClientID: c.ClientID,
 			Subject: c.Subject, Audience: c.Audience, Issuer: c.Issuer, ExpiresAt: int64(c.ExpiresAt),
-			IssuedAt: int64(c.IssuedAt), ID: c.ID, SessionID: c.SessionID}, true
+			IssuedAt: int64(c.IssuedAt), ID: c.ID, SessionID: c.SessionID}, true, nil
 	}
 	first, second := access, refresh
 	if hint == "refresh_token" {
 		first, second = refresh, access
 	}
-	if v, ok := first(); ok {
-		return v
+	for _, try := range []func() (introspection, bool, error){first, second} {
+		if v, ok, err := try(); ok || err != nil {
+			return v, err
+		}
 	}
-	if v, ok := second(); ok {
-		return v
-	}
-	return introspection{Active: false}
+	return introspection{Active: false}, nil
 }
 
-// bound reports whether the identity a token's session was opened for still holds; a token whose identity
-// cannot be checked now is not active either.
-func (s *Server) bound(p *Policy, subject string, b *token.Binding) bool {
+// valid asks the store whether a session of p may still be used: true, false (revoked), or an error when
+// the store cannot tell.
+func (s *Server) valid(p *Policy, sid, subject string, authTime time.Time) (bool, error) {
+	switch err := s.store.Valid(p.State, sid, subject, authTime); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, revocation.ErrRevoked):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// bound reports whether the identity a token's session was opened for still holds, or an error wrapping
+// revocation.ErrUnavailable when the issuer cannot tell now (introspection then fails closed).
+func (s *Server) bound(p *Policy, subject string, b *token.Binding) (bool, error) {
 	why, e := s.checkBinding(p, subject, b)
-	return why == nil && e == nil
+	if e != nil {
+		return false, fmt.Errorf("%w: %s", revocation.ErrUnavailable, e.description)
+	}
+	return why == nil, nil
 }

@@ -2,12 +2,16 @@ package issuer_test
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
 func TestIntrospectionOfActiveTokens(t *testing.T) {
@@ -142,4 +146,51 @@ func TestIntrospectionRefusals(t *testing.T) {
 		http.StatusBadRequest, "invalid_request")
 	expectError(t, f.do(http.MethodPost, f.policy.Issuer+"/introspect", formType, strings.NewReader("token="+strings.Repeat("a", 70<<10)), caller),
 		http.StatusRequestEntityTooLarge, "invalid_request")
+}
+
+// TestIntrospectionFailsClosed: when the store cannot tell whether a token's session is still valid, a
+// token that verifies is answered 503 temporarily_unavailable with Retry-After, never active and never
+// inactive; a token that does not verify needs no state and is inactive; once the store can tell again,
+// the answer is the store's.
+func TestIntrospectionFailsClosed(t *testing.T) {
+	f := newFixture(t, options{})
+	a := f.login()
+	tests := []struct {
+		name string
+		form url.Values
+		err  error
+	}{
+		{"an access token, the state unavailable", url.Values{"token": {a.AccessToken}}, revocation.ErrUnavailable},
+		{"a refresh token, the state unavailable", url.Values{"token": {a.RefreshToken}}, revocation.ErrUnavailable},
+		{"a refresh token with its hint, the state unavailable", url.Values{"token": {a.RefreshToken}, "token_type_hint": {"refresh_token"}}, revocation.ErrUnavailable},
+		{"an access token, a store error of no known kind", url.Values{"token": {a.AccessToken}}, errors.New("something else")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := f.with(t)
+			f.store.failReads(fmt.Errorf("shard 0 is not observed: %w", tt.err))
+			defer f.store.failReads(nil)
+			r := f.postForm(f.policy, "introspect", tt.form, bearer(saToken("apps", "api", f.policy.Issuer)))
+			expectError(t, r, http.StatusServiceUnavailable, "temporarily_unavailable")
+			if got := r.header.Get("Retry-After"); got == "" {
+				t.Errorf("got no Retry-After; want one")
+			}
+		})
+	}
+	t.Run("a token that does not verify is inactive without the state", func(t *testing.T) {
+		f := f.with(t)
+		f.store.failReads(revocation.ErrUnavailable)
+		defer f.store.failReads(nil)
+		if got := f.introspect(f.policy, "garbage"); !reflect.DeepEqual(got, map[string]any{"active": false}) {
+			t.Errorf("got %v; want {active: false}", got)
+		}
+	})
+	t.Run("the state readable again answers again", func(t *testing.T) {
+		f := f.with(t)
+		for _, tok := range []string{a.AccessToken, a.RefreshToken} {
+			if got := f.introspect(f.policy, tok); got["active"] != true {
+				t.Errorf("got %v; want active", got)
+			}
+		}
+	})
 }

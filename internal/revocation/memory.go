@@ -88,16 +88,16 @@ func (m *Memory) RevokeSubject(ctx context.Context, req RevokeSubjectRequest) er
 	return nil
 }
 
-// Valid applies CheckValid.
+// Valid applies CheckValid. It never answers ErrUnavailable: a Memory store holds all of its state.
 func (m *Memory) Valid(policy types.NamespacedName, sid, subject string, authTime time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return CheckValid(m.session(policy, sid), m.revokedBefore(policy, subject), authTime)
 }
 
-// Current applies IsCurrent.
-func (m *Memory) Current(policy types.NamespacedName, sid string, gen uint64) bool {
+// Current applies IsCurrent. A Memory store always holds all of its state, so it can always tell.
+func (m *Memory) Current(policy types.NamespacedName, sid string, gen uint64) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return IsCurrent(m.session(policy, sid), gen)
+	return IsCurrent(m.session(policy, sid), gen), nil
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // Sentinel errors of a Store. The issuer maps ErrUnavailable and ErrShardFull to 503
-// temporarily_unavailable and the others to invalid_grant.
+// temporarily_unavailable (refresh, revocation and introspection alike) and the others to invalid_grant.
 var (
 	// ErrReuse: an older refresh-token generation was presented outside the grace period. The session has
 	// been revoked (durably) before this error is returned.
@@ -77,12 +77,16 @@ type Store interface {
 	Refresh(ctx context.Context, req RefreshRequest) (RefreshResult, error)
 	RevokeSession(ctx context.Context, req RevokeSessionRequest) error
 	RevokeSubject(ctx context.Context, req RevokeSubjectRequest) error
-	// Valid reports, from what this replica has observed, whether the session may still be used: not
-	// revoked by itself or by its subject. It never blocks on the network.
+	// Valid reports, from what this replica has observed, whether the session may still be used: nil when
+	// neither it nor its subject is revoked, an error wrapping ErrRevoked when one is, and an error wrapping
+	// ErrUnavailable when what the replica has observed cannot tell (the objects that would hold the
+	// session's record are not observed, or a record does not decode). "No record" is an answer only when
+	// the replica has observed where the record would be. It never blocks on the network.
 	Valid(policy types.NamespacedName, sessionID, subject string, authTime time.Time) error
 	// Current reports, from what this replica has observed, whether generation is the session's newest
-	// refresh token (a session without a record is at generation 0). It never blocks on the network.
-	Current(policy types.NamespacedName, sessionID string, generation uint64) bool
+	// refresh token (a session without a record is at generation 0), or an error wrapping ErrUnavailable
+	// when it cannot tell, as for Valid. It never blocks on the network.
+	Current(policy types.NamespacedName, sessionID string, generation uint64) (bool, error)
 }
 
 // DecideRefresh is the one rule for a refresh, applied by every Store to the freshest record it holds.

@@ -1,6 +1,9 @@
 package configmap
 
 import (
+	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +30,9 @@ type index struct {
 	bases    map[types.NamespacedName]map[int]*corev1.ConfigMap       // by policy, then shard: the objects' bases
 	sealed   map[types.NamespacedName]map[uint64]bool                 // by policy: segments observed, or known never to have been written
 	segments map[types.NamespacedName]int                             // by policy: bytes of the segments observed
+	// badSubjects are the subject-wide entries that do not decode, by policy, entry key, then object name:
+	// the subject they are for cannot be told valid while one is held.
+	badSubjects map[types.NamespacedName]map[string]map[string]bool
 }
 
 // sessionParts is a session's record outside its shard's base: as the newest sealed segment holding it and
@@ -49,6 +55,8 @@ func newIndex() *index {
 		bases:    map[types.NamespacedName]map[int]*corev1.ConfigMap{},
 		sealed:   map[types.NamespacedName]map[uint64]bool{},
 		segments: map[types.NamespacedName]int{},
+
+		badSubjects: map[types.NamespacedName]map[string]map[string]bool{},
 	}
 }
 
@@ -239,8 +247,10 @@ func (x *index) setLocked(policy types.NamespacedName, role revocation.Role, seq
 	case revocation.IsSubjectKey(key):
 		s, err := revocation.DecodeSubject(value)
 		if err != nil {
+			x.markBadSubjectLocked(policy, key, name, true)
 			return
 		}
+		x.markBadSubjectLocked(policy, key, name, false)
 		if x.subjects[policy] == nil {
 			x.subjects[policy] = map[string]map[string]time.Time{}
 		}
@@ -271,11 +281,31 @@ func (x *index) unsetLocked(policy types.NamespacedName, role revocation.Role, s
 			delete(x.sessions[policy], sid)
 		}
 	case revocation.IsSubjectKey(key):
+		x.markBadSubjectLocked(policy, key, name, false)
 		if s, err := revocation.DecodeSubject(value); err == nil {
 			delete(x.subjects[policy][s.Subject], name)
 			if len(x.subjects[policy][s.Subject]) == 0 {
 				delete(x.subjects[policy], s.Subject)
 			}
+		}
+	}
+}
+
+// markBadSubjectLocked records whether object name holds an undecodable subject-wide entry under key.
+func (x *index) markBadSubjectLocked(policy types.NamespacedName, key, name string, bad bool) {
+	switch {
+	case bad:
+		if x.badSubjects[policy] == nil {
+			x.badSubjects[policy] = map[string]map[string]bool{}
+		}
+		if x.badSubjects[policy][key] == nil {
+			x.badSubjects[policy][key] = map[string]bool{}
+		}
+		x.badSubjects[policy][key][name] = true
+	case x.badSubjects[policy][key] != nil:
+		delete(x.badSubjects[policy][key], name)
+		if len(x.badSubjects[policy][key]) == 0 {
+			delete(x.badSubjects[policy], key)
 		}
 	}
 }
@@ -339,36 +369,49 @@ func (x *index) hole(policy types.NamespacedName, seq uint64) {
 	x.markSealedLocked(policy, seq)
 }
 
-func (x *index) session(policy types.NamespacedName, sid string) *revocation.Session {
+// session is the newest record of session sid this replica has observed (nil when it has none), or an
+// error wrapping revocation.ErrUnavailable when what it has observed cannot tell: the base of the session's
+// shard or the policy's journal is not observed (not synced yet, or deleted), or the record does not decode.
+func (x *index) session(policy types.NamespacedName, sid string) (*revocation.Session, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	key := revocation.SessionKey(sid)
-	var v string
-	if base := x.bases[policy][revocation.SessionShard(sid)]; base != nil {
-		v = base.Data[key]
+	shard := revocation.SessionShard(sid)
+	base := x.bases[policy][shard]
+	if base == nil {
+		return nil, fmt.Errorf("%w: shard %s is not observed", revocation.ErrUnavailable, revocation.ShardName(policy.Name, shard))
 	}
+	if x.objects[types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}] == nil {
+		return nil, fmt.Errorf("%w: journal %s is not observed", revocation.ErrUnavailable, revocation.JournalName(policy.Name))
+	}
+	key := revocation.SessionKey(sid)
+	v := base.Data[key]
 	if p, ok := x.sessions[policy][sid]; ok {
 		v = revocation.Newer(key, revocation.Newer(key, v, p.segment), p.journal)
 	}
 	if v == "" {
-		return nil
+		return nil, nil
 	}
 	s, err := revocation.DecodeSession(v)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("%w: session %s: %w", revocation.ErrUnavailable, sid, err)
 	}
-	return &s
+	return &s, nil
 }
 
-// revokedBefore is the latest subject-wide mark for subject in any of the policy's shards.
-func (x *index) revokedBefore(policy types.NamespacedName, subject string) time.Time {
+// revokedBefore is the latest subject-wide mark for subject in any of the policy's objects observed, or an
+// error wrapping revocation.ErrUnavailable when one of them holds an entry for the subject that does not
+// decode.
+func (x *index) revokedBefore(policy types.NamespacedName, subject string) (time.Time, error) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	if bad := x.badSubjects[policy][revocation.SubjectKey(subject)]; len(bad) > 0 {
+		return time.Time{}, fmt.Errorf("%w: the subject-wide record in %s does not decode", revocation.ErrUnavailable, slices.Min(slices.Collect(maps.Keys(bad))))
+	}
 	var latest time.Time
 	for _, t := range x.subjects[policy][subject] {
 		if t.After(latest) {
 			latest = t
 		}
 	}
-	return latest
+	return latest, nil
 }

@@ -25,6 +25,8 @@ func indexWith(n int) (*index, types.NamespacedName, []string, *corev1.ConfigMap
 	}
 	x := newIndex()
 	x.OnAdd(cm, true)
+	x.OnAdd(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: revocation.JournalName("p"), ResourceVersion: "1",
+		Labels: cm.Labels}}, true)
 	return x, types.NamespacedName{Namespace: "ns", Name: "p"}, ids, cm
 }
 
@@ -34,8 +36,8 @@ func BenchmarkIndexLookup(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if x.session(policy, ids[i%len(ids)]) == nil {
-			b.Fatal("missing")
+		if s, err := x.session(policy, ids[i%len(ids)]); s == nil || err != nil {
+			b.Fatalf("got %v, %v; want the record", s, err)
 		}
 		i++
 	}

@@ -535,9 +535,11 @@ func (s *Store) Refresh(ctx context.Context, req revocation.RefreshRequest) (rev
 	return res, nil
 }
 
-// revokedBefore is the subject's mark: in the shard being written (exact), or in the others (observed).
+// revokedBefore is the subject's mark: in the shard being written (exact), or in the others (observed). A
+// mark elsewhere that does not decode is left out here, as before: a refresh decides on the fresh journal
+// and its shard's base, and the index's view of the other objects only adds marks.
 func (s *Store) revokedBefore(policy types.NamespacedName, subject string, data map[string]string) time.Time {
-	latest := s.index.revokedBefore(policy, subject)
+	latest, _ := s.index.revokedBefore(policy, subject)
 	if v, ok := data[revocation.SubjectKey(subject)]; ok {
 		if sub, err := revocation.DecodeSubject(v); err == nil && sub.RevokedBefore.After(latest) {
 			latest = sub.RevokedBefore
@@ -584,14 +586,30 @@ func (s *Store) RevokeSubject(ctx context.Context, req revocation.RevokeSubjectR
 	return s.do(ctx, req.Place, o)
 }
 
-// Valid applies revocation.CheckValid to what this replica has observed.
+// Valid applies revocation.CheckValid to what this replica has observed. It answers ErrUnavailable when
+// the session's shard base or the policy's journal is not observed, or when the session's record or a
+// subject-wide record of its subject does not decode: a base deleted behind the store's back must not read
+// as "no record".
 func (s *Store) Valid(policy types.NamespacedName, sid, subject string, authTime time.Time) error {
-	return revocation.CheckValid(s.index.session(policy, sid), s.index.revokedBefore(policy, subject), authTime)
+	rec, err := s.index.session(policy, sid)
+	if err != nil {
+		return err
+	}
+	before, err := s.index.revokedBefore(policy, subject)
+	if err != nil {
+		return err
+	}
+	return revocation.CheckValid(rec, before, authTime)
 }
 
-// Current applies revocation.IsCurrent to what this replica has observed.
-func (s *Store) Current(policy types.NamespacedName, sid string, gen uint64) bool {
-	return revocation.IsCurrent(s.index.session(policy, sid), gen)
+// Current applies revocation.IsCurrent to what this replica has observed, or answers ErrUnavailable as
+// Valid does.
+func (s *Store) Current(policy types.NamespacedName, sid string, gen uint64) (bool, error) {
+	rec, err := s.index.session(policy, sid)
+	if err != nil {
+		return false, err
+	}
+	return revocation.IsCurrent(rec, gen), nil
 }
 
 // IsUnavailable reports whether err means the store could not decide (fail closed).

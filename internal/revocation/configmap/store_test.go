@@ -139,7 +139,28 @@ func TestConfigMapStoreConforms(t *testing.T) {
 			return policy, out
 		},
 		Propagation: 30 * time.Second,
+		Unobserved:  deleteBase,
 	})
+}
+
+// deleteBase deletes shard's base behind the replicas' backs, and returns what creates it again with the
+// data it held.
+func deleteBase(t *testing.T, policy types.NamespacedName, shard int) func() {
+	t.Helper()
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: policy.Namespace, Name: handle(policy).BaseName(shard)}, cm); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		again := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: cm.Namespace, Name: cm.Name, Labels: cm.Labels}, Data: cm.Data}
+		if err := env.Client.Create(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -230,6 +251,68 @@ func TestAMissingShardFailsClosed(t *testing.T) {
 	if _, err := s.Refresh(context.Background(), req); !errors.Is(err, revocation.ErrUnavailable) {
 		t.Fatalf("refresh into a missing shard: got %v; want ErrUnavailable", err)
 	}
+}
+
+// TestRecordsThatDoNotDecodeCannotBeToldValid: a session record, or a subject-wide record, that does not
+// decode makes Valid and Current answer ErrUnavailable for that session and that subject only, and a
+// fixed record is read again.
+func TestRecordsThatDoNotDecodeCannotBeToldValid(t *testing.T) {
+	policy := createShards(t, 1)
+	s := replica(t, configmap.Options{})
+	ctx := context.Background()
+	broken, fine := revocation.NewSessionID(0), revocation.NewSessionID(0)
+	journal := types.NamespacedName{Namespace: policy.Namespace, Name: revocation.JournalName(policy.Name)}
+	edit := func(change func(map[string]string)) {
+		t.Helper()
+		cm := &corev1.ConfigMap{}
+		if err := env.Client.Get(ctx, journal, cm); err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		change(cm.Data)
+		if err := env.Client.Update(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(func(data map[string]string) {
+		data[revocation.SessionKey(broken)] = "{not json"
+		data[revocation.SubjectKey("mallory")] = "{not json"
+	})
+	tests := []struct {
+		name        string
+		sid, sub    string
+		unavailable bool
+	}{
+		{"a session whose record does not decode", broken, "alice", true},
+		{"a session of a subject whose record does not decode", fine, "mallory", true},
+		{"another session of another subject", fine, "alice", false},
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		for _, tt := range tests {
+			err := s.Valid(policy, tt.sid, tt.sub, t0)
+			if errors.Is(err, revocation.ErrUnavailable) != tt.unavailable || (!tt.unavailable && err != nil) {
+				return false, fmt.Sprintf("%s: got %v; want unavailable %v", tt.name, err, tt.unavailable)
+			}
+		}
+		return true, ""
+	})
+	if cur, err := s.Current(policy, broken, 0); cur || !errors.Is(err, revocation.ErrUnavailable) {
+		t.Errorf("Current of the session whose record does not decode: got %v, %v; want ErrUnavailable", cur, err)
+	}
+	edit(func(data map[string]string) {
+		delete(data, revocation.SessionKey(broken))
+		delete(data, revocation.SubjectKey("mallory"))
+	})
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		for _, tt := range tests {
+			if err := s.Valid(policy, tt.sid, tt.sub, t0); err != nil {
+				return false, fmt.Sprintf("%s after the fix: got %v; want valid", tt.name, err)
+			}
+		}
+		return true, ""
+	})
 }
 
 func labelsComponent() labels.Selector {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,11 @@ type Harness struct {
 	Replicas func(t *testing.T, n, shards int) (policy types.NamespacedName, stores []revocation.Store)
 	// Propagation bounds how long a durable change may take to be seen by Valid on every replica.
 	Propagation time.Duration
+	// Unobserved, if set, takes away from every replica what it needs to tell the state of a session of
+	// shard (the ConfigMap store: the shard's base, deleted behind its back), and returns a function that
+	// gives it back as it was. A Store that always holds all of its state (Memory) leaves it nil, and the
+	// suite skips what needs it.
+	Unobserved func(t *testing.T, policy types.NamespacedName, shard int) (restore func())
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -60,8 +66,13 @@ func Run(t *testing.T, h Harness) {
 		if err != nil || res.Generation != 2 {
 			t.Fatalf("second refresh: got %+v, %v; want generation 2", res, err)
 		}
-		if st[0].Current(policy, s.id, 1) || !st[0].Current(policy, s.id, 2) {
-			t.Fatalf("after two refreshes: generation 1 current %v, 2 current %v; want only 2", st[0].Current(policy, s.id, 1), st[0].Current(policy, s.id, 2))
+		one, err1 := st[0].Current(policy, s.id, 1)
+		two, err2 := st[0].Current(policy, s.id, 2)
+		if one || !two || err1 != nil || err2 != nil {
+			t.Fatalf("after two refreshes: generation 1 current %v (%v), 2 current %v (%v); want only 2", one, err1, two, err2)
+		}
+		if cur, err := st[0].Current(policy, newSession(policy, shards, "alice").id, 0); !cur || err != nil {
+			t.Fatalf("a session without a record: generation 0 current %v, %v; want true", cur, err)
 		}
 	})
 
@@ -207,6 +218,53 @@ func Run(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("a replica that cannot tell a session's state says so, never valid, until it can again", func(t *testing.T) {
+		if h.Unobserved == nil {
+			t.Skip("this Store always holds all of its state")
+		}
+		policy, st := h.Replicas(t, 2, shards)
+		revoked, active, elsewhere := newSession(policy, shards, "judy"), newSession(policy, shards, "judy"), newSession(policy, shards, "judy")
+		active.place.Shard, active.id = revoked.place.Shard, revocation.NewSessionID(revoked.place.Shard)
+		elsewhere.place.Shard = (revoked.place.Shard + 1) % shards
+		elsewhere.id = revocation.NewSessionID(elsewhere.place.Shard)
+		mustRefresh(t, st[0], active.refresh(0, t0.Add(time.Minute), 0, 0))
+		if err := st[1].RevokeSession(ctx, revocation.RevokeSessionRequest{Place: revoked.place, SessionID: revoked.id, Subject: revoked.sub,
+			Expiry: revoked.auth.Add(24 * time.Hour), Reason: revocation.ReasonLogout, Now: t0.Add(time.Minute)}); err != nil {
+			t.Fatalf("revoke: %v", err)
+		}
+		eventuallyInvalid(t, h, st, policy, revoked)
+		eventually(t, h, st, "the active session valid and current at generation 1", func(s revocation.Store) (bool, string) {
+			cur, err := s.Current(policy, active.id, 1)
+			valid := s.Valid(policy, active.id, active.sub, active.auth)
+			return cur && err == nil && valid == nil, fmt.Sprintf("current %v, %v; valid %v", cur, err, valid)
+		})
+
+		restore := h.Unobserved(t, policy, revoked.place.Shard)
+		eventually(t, h, st, "both sessions of the shard unavailable", func(s revocation.Store) (bool, string) {
+			r, a := s.Valid(policy, revoked.id, revoked.sub, revoked.auth), s.Valid(policy, active.id, active.sub, active.auth)
+			cur, err := s.Current(policy, active.id, 1)
+			if r == nil {
+				// Before the replica notices, it answers from what it held; after, it cannot tell. Never valid.
+				t.Fatalf("while the shard is taken away: the revoked session is valid; want ErrRevoked, then ErrUnavailable")
+			}
+			return errors.Is(r, revocation.ErrUnavailable) && errors.Is(a, revocation.ErrUnavailable) && errors.Is(err, revocation.ErrUnavailable) && !cur,
+				fmt.Sprintf("revoked %v; active %v; current %v, %v", r, a, cur, err)
+		})
+		for i, s := range st {
+			if err := s.Valid(policy, elsewhere.id, elsewhere.sub, elsewhere.auth); err != nil {
+				t.Fatalf("replica %d: a session of another shard: %v; want valid", i, err)
+			}
+		}
+
+		restore()
+		eventuallyInvalid(t, h, st, policy, revoked)
+		eventually(t, h, st, "the active session valid and current again", func(s revocation.Store) (bool, string) {
+			cur, err := s.Current(policy, active.id, 1)
+			valid := s.Valid(policy, active.id, active.sub, active.auth)
+			return cur && err == nil && valid == nil, fmt.Sprintf("current %v, %v; valid %v", cur, err, valid)
+		})
+	})
+
 	t.Run("a generation the store never issued is refused", func(t *testing.T) {
 		policy, st := h.Replicas(t, 1, shards)
 		s := newSession(policy, shards, "ivan")
@@ -238,6 +296,22 @@ func concurrently(n int, f func(i int) (revocation.RefreshResult, error)) ([]rev
 	close(start)
 	wg.Wait()
 	return results, errs
+}
+
+// eventually waits until cond holds on every replica.
+func eventually(t *testing.T, h Harness, st []revocation.Store, what string, cond func(revocation.Store) (bool, string)) {
+	t.Helper()
+	for i, store := range st {
+		var last string
+		err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, h.Propagation, true, func(context.Context) (bool, error) {
+			var ok bool
+			ok, last = cond(store)
+			return ok, nil
+		})
+		if err != nil {
+			t.Fatalf("replica %d: want %s within %s; last: %s", i, what, h.Propagation, last)
+		}
+	}
 }
 
 func eventuallyInvalid(t *testing.T, h Harness, st []revocation.Store, policy types.NamespacedName, s session) {
