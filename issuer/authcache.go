@@ -3,9 +3,11 @@ package issuer
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"sync"
 	"time"
 
+	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/utils/clock"
 )
 
@@ -14,56 +16,105 @@ import (
 // server's would be.
 const DefaultReviewTTL = 10 * time.Second
 
-// CachingAuthenticator remembers successful reviews of Next for TTL, so that an introspecting resource
-// server costs the API server one TokenReview per token per TTL rather than one per request. Failures are
-// never remembered. Tokens are kept as SHA-256 digests only.
+// DefaultFailedReviewTTL is how long a failed review is remembered: a token refused now is refused for that
+// long without asking again. A ServiceAccount token does not become valid later (one issued a moment ahead
+// of the API server's clock aside, which a retry after this long gets through).
+const DefaultFailedReviewTTL = 10 * time.Second
+
+// DefaultReviewCacheSize is how many successful reviews, and how many failed ones, are remembered at most.
+const DefaultReviewCacheSize = 10_000
+
+// CachingAuthenticator remembers the reviews of Next: a success for TTL, so that an introspecting resource
+// server costs the API server one TokenReview per token per TTL rather than one per request, and a refusal
+// for FailureTTL, so that a token presented again and again costs one. A review that could not be made
+// (ErrAuthenticatorUnavailable) is never remembered. Successes and failures are kept apart, each in a
+// least-recently-used cache of MaxSize entries, so that a flood of garbage evicts only garbage. Tokens are
+// kept as SHA-256 digests only.
 type CachingAuthenticator struct {
-	Next    Authenticator
-	TTL     time.Duration
-	Clock   clock.PassiveClock
-	MaxSize int // entries kept at most; when full, expired entries go first, then everything
+	Next Authenticator
+	// TTL and FailureTTL are how long successes and failures are remembered; 0 means DefaultReviewTTL and
+	// DefaultFailedReviewTTL.
+	TTL, FailureTTL time.Duration
+	// Clock is what entries expire by; nil means the real clock.
+	Clock clock.PassiveClock
+	// MaxSize bounds the successes, and the failures, remembered; 0 means DefaultReviewCacheSize.
+	MaxSize int
 
-	mu      sync.Mutex
-	entries map[[sha256.Size]byte]review
-}
-
-type review struct {
-	sa      ServiceAccount
-	expires time.Time
+	once                sync.Once
+	successes, failures *utilcache.LRUExpireCache // digest -> ServiceAccount, digest -> error
 }
 
 var _ Authenticator = (*CachingAuthenticator)(nil)
 
+// rememberer is an Authenticator that can say, without reviewing, that it has found a token good.
+type rememberer interface {
+	Remembered(token, audience string) (ServiceAccount, bool)
+}
+
+var _ rememberer = (*CachingAuthenticator)(nil)
+
+func (c *CachingAuthenticator) init() {
+	c.once.Do(func() {
+		if c.TTL == 0 {
+			c.TTL = DefaultReviewTTL
+		}
+		if c.FailureTTL == 0 {
+			c.FailureTTL = DefaultFailedReviewTTL
+		}
+		if c.MaxSize <= 0 {
+			c.MaxSize = DefaultReviewCacheSize
+		}
+		var clk utilcache.Clock = clock.RealClock{}
+		if c.Clock != nil {
+			clk = c.Clock
+		}
+		c.successes = utilcache.NewLRUExpireCacheWithClock(c.MaxSize, clk)
+		c.failures = utilcache.NewLRUExpireCacheWithClock(c.MaxSize, clk)
+	})
+}
+
+func digest(token, audience string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(audience))
+	h.Write([]byte{0})
+	h.Write([]byte(token))
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+// Remembered returns the ServiceAccount of a successful review of token for audience that has not expired.
+func (c *CachingAuthenticator) Remembered(token, audience string) (ServiceAccount, bool) {
+	c.init()
+	if v, ok := c.successes.Get(digest(token, audience)); ok {
+		return v.(ServiceAccount), true
+	}
+	return ServiceAccount{}, false
+}
+
 // Authenticate implements Authenticator.
 func (c *CachingAuthenticator) Authenticate(ctx context.Context, token, audience string) (ServiceAccount, error) {
-	key := sha256.Sum256([]byte(audience + "\x00" + token))
-	now := c.Clock.Now()
-	c.mu.Lock()
-	if r, ok := c.entries[key]; ok && now.Before(r.expires) {
-		c.mu.Unlock()
-		return r.sa, nil
+	c.init()
+	key := digest(token, audience)
+	if v, ok := c.successes.Get(key); ok {
+		return v.(ServiceAccount), nil
 	}
-	c.mu.Unlock()
-
+	if v, ok := c.failures.Get(key); ok {
+		return ServiceAccount{}, v.(error)
+	}
 	sa, err := c.Next.Authenticate(ctx, token, audience)
-	if err != nil {
-		return ServiceAccount{}, err
+	switch {
+	case errors.Is(err, ErrAuthenticatorUnavailable):
+	case err != nil:
+		c.failures.Add(key, err, c.FailureTTL)
+	default:
+		c.successes.Add(key, sa, c.TTL)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.entries == nil {
-		c.entries = map[[sha256.Size]byte]review{}
-	}
-	if len(c.entries) >= c.MaxSize {
-		for k, r := range c.entries {
-			if !now.Before(r.expires) {
-				delete(c.entries, k)
-			}
-		}
-		if len(c.entries) >= c.MaxSize {
-			clear(c.entries)
-		}
-	}
-	c.entries[key] = review{sa: sa, expires: now.Add(c.TTL)}
-	return sa, nil
+	return sa, err
+}
+
+// remembered is how many successes and failures c holds that have not expired.
+func (c *CachingAuthenticator) remembered() (successes, failures int) {
+	c.init()
+	return len(c.successes.Keys()), len(c.failures.Keys())
 }

@@ -244,7 +244,11 @@ type options struct {
 	prefix string // path of the external URL
 	// limits; zero means generous, so that tests that log in often are not throttled
 	ipRate, userRate issuer.RateLimit
-	clientIP         func(*http.Request) string
+	// trustedProxies are the server's; the test client's peer is 127.0.0.1, so 127.0.0.0/8 lets a test be
+	// many clients with X-Forwarded-For.
+	trustedProxies issuer.Prefixes
+	// auth is the server's Authenticator; nil means fakeAuth.
+	auth issuer.Authenticator
 	// quiet sends events nowhere: fuzzing causes more of them than a FakeRecorder's buffer holds.
 	quiet bool
 	// browser is the main policy's spec.browser; insecureCookies is the server's dev-mode setting.
@@ -315,10 +319,14 @@ func newFixture(t testing.TB, o options) *fixture {
 	f.policies = &staticPolicies{ready: true, policies: map[types.NamespacedName]*issuer.Policy{
 		f.policy.Key: f.policy, f.other.Key: f.other}}
 
+	auth := o.auth
+	if auth == nil {
+		auth = fakeAuth{}
+	}
 	var err error
 	f.server, err = issuer.NewServer(issuer.ServerConfig{
-		ExternalURL: external, Policies: f.policies, Store: f.store, Authenticator: fakeAuth{}, Clock: f.clock,
-		Events: f.events, Registry: f.registry, IPRate: o.ipRate, UsernameRate: o.userRate, ClientIP: o.clientIP,
+		ExternalURL: external, Policies: f.policies, Store: f.store, Authenticator: auth, Clock: f.clock,
+		Events: f.events, Registry: f.registry, IPRate: o.ipRate, UsernameRate: o.userRate, TrustedProxies: o.trustedProxies,
 		InsecureCookies: o.insecureCookies, Logger: o.logger,
 	})
 	if err != nil {
@@ -327,6 +335,20 @@ func newFixture(t testing.TB, o options) *fixture {
 	f.ts.Config.Handler = f.server.Handler()
 	f.ts.Start()
 	return f
+}
+
+// addPolicy serves one more policy like the main one, apps/name, whose users are read from the users
+// Secret secretName (the main policy's is "users"); the users themselves are the main policy's.
+func (f *fixture) addPolicy(name, secretName string) *issuer.Policy {
+	f.t.Helper()
+	spec := f.policy.Object.Spec
+	spec.Login.PasswordSecretName = secretName
+	p := f.newPolicy(strings.TrimSuffix(f.policy.Issuer, "/"+f.policy.Key.Namespace+"/"+f.policy.Key.Name), name, spec, testKeys()["other"])
+	p.Users = f.policy.Users
+	f.policies.mu.Lock()
+	defer f.policies.mu.Unlock()
+	f.policies.policies[p.Key] = p
+	return p
 }
 
 func (f *fixture) newPolicy(external, name string, spec v1alpha1.TokenPolicySpec, key *keys.Key) *issuer.Policy {

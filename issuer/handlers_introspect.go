@@ -31,7 +31,8 @@ type introspection struct {
 // token_type_hint. The caller presents a ServiceAccount token as Bearer credentials, reviewed for the
 // policy's issuer as audience and listed in spec.introspection.serviceAccounts: 401 with
 // WWW-Authenticate when it is missing or invalid, 403 when the ServiceAccount is not listed, 503 when it
-// cannot be reviewed now.
+// cannot be reviewed now, 429 slow_down when the client's address has had too many tokens refused (see
+// Server.authenticate). A token whose session the store cannot tell valid is 503 as well.
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	resp, e := s.introspectRequest(r)
 	respond(w, resp, e)
@@ -73,13 +74,17 @@ func (s *Server) authorizeIntrospection(r *http.Request, p *Policy) *apiError {
 		e.authenticate = realm
 		return e
 	}
-	sa, err := s.auth.Authenticate(r.Context(), raw, p.Issuer)
+	sa, throttled, err := s.authenticate(r, raw, p.Issuer)
+	if throttled != nil {
+		s.logger(p).V(1).Info("Introspection caller throttled by client address", "client", s.clientIP(r))
+		return throttled
+	}
 	if errors.Is(err, ErrAuthenticatorUnavailable) {
 		s.logger(p).Error(err, "Reviewing an introspection caller's token failed")
 		return unavailable("the caller's token cannot be reviewed now; retry later")
 	}
 	if err != nil {
-		s.logger(p).V(1).Info("Introspection caller refused", "reason", err.Error())
+		s.logger(p).V(1).Info("Introspection caller refused", "client", s.clientIP(r), "reason", err.Error())
 		e := newError(http.StatusUnauthorized, errInvalidToken, "the Bearer token is not a valid ServiceAccount token for this issuer")
 		e.authenticate = realm + `, error="invalid_token"`
 		return e

@@ -142,16 +142,9 @@ func isVSChars(s string) bool {
 	return true
 }
 
-// throttled takes an attempt for key from t, or refuses it with 429 slow_down and when to come back.
-func (s *Server) throttled(t *throttle, key string, now time.Time) *apiError {
-	wait := t.admit(key, now)
-	if wait == 0 {
-		return nil
-	}
-	e := newError(http.StatusTooManyRequests, errSlowDown, "too many attempts; retry later")
-	e.retryAfter = wait
-	return e
-}
+// maxUsername bounds the usernames a password login may name: a Secret data key is at most 253 bytes, so no
+// user has a longer one, and nothing longer is ever looked up or counted.
+const maxUsername = 256
 
 // passwordLogin is the password grant and the JSON API's login. Wrong passwords and unknown users get the
 // same answer, after the same work.
@@ -165,25 +158,56 @@ func (s *Server) passwordLogin(r *http.Request, p *Policy, username, password, c
 	if username == "" || password == "" {
 		return nil, badRequest(errInvalidRequest, "username and password are required")
 	}
+	if len(username) > maxUsername {
+		return nil, badRequest(errInvalidRequest, "username must be at most %d bytes", maxUsername)
+	}
 	defer func() { s.metrics.logins.WithLabelValues(grantPassword, loginOutcome(e)).Inc() }()
-	// Throttling comes before the password check: it also keeps bcrypt from taking every CPU. Usernames
-	// are counted per policy; the same name in two policies is two users.
-	ip, now := s.clientIP(r), s.clock.Now()
-	if e := s.throttled(s.byIP, ip, now); e != nil {
+	// Both buckets admit the attempt before the password check, which also keeps bcrypt from taking every
+	// CPU; only a wrong password is charged to them. A username is counted per users Secret: policies
+	// that read the same Secret share its users' budgets.
+	ip := s.clientIP(r)
+	byIP, e := s.admit(r, s.byIP, ip)
+	if e != nil {
 		s.logger(p).V(1).Info("Password attempt throttled by client address", "client", ip)
 		return nil, e
 	}
-	if e := s.throttled(s.byUser, p.Key.String()+"\x00"+username, now); e != nil {
+	byUser, e := s.admit(r, s.byUser, p.Key.Namespace+"/"+p.Spec().Login.PasswordSecretName+"\x00"+username)
+	if e != nil {
+		byIP.end(false, s.clock.Now())
 		s.logger(p).V(1).Info("Password attempt throttled by username", "client", ip)
 		return nil, e
 	}
-	if !p.Users.Check(username, password) {
+	ok := p.Users.Check(username, password)
+	now := s.clock.Now()
+	byUser.end(!ok, now)
+	byIP.end(!ok, now)
+	if !ok {
 		// No username in the log: people type passwords into the username field.
 		s.logger(p).V(1).Info("Password login refused", "client", ip)
 		return nil, badRequest(errInvalidGrant, "invalid username or password")
 	}
 	fp, _ := p.Users.Fingerprint(username)
 	return s.startSession(p, username, client, &token.Binding{Password: fp})
+}
+
+// authenticate reviews a ServiceAccount token that the request's client presents for audience. A review
+// the Authenticator remembers as successful is answered at once; any other is admitted by the client
+// address's throttle first (throttled is its 429 when the address has no failure left), and a refusal of
+// the token costs the address one failure, so that garbage tokens cannot turn into TokenReviews faster
+// than the address's budget.
+func (s *Server) authenticate(r *http.Request, token, audience string) (sa ServiceAccount, throttled *apiError, err error) {
+	if rem, ok := s.auth.(rememberer); ok {
+		if sa, ok := rem.Remembered(token, audience); ok {
+			return sa, nil, nil
+		}
+	}
+	tk, throttled := s.admit(r, s.byIP, s.clientIP(r))
+	if throttled != nil {
+		return ServiceAccount{}, throttled, nil
+	}
+	sa, err = s.auth.Authenticate(r.Context(), token, audience)
+	tk.end(err != nil && !errors.Is(err, ErrAuthenticatorUnavailable), s.clock.Now())
+	return sa, nil, err
 }
 
 // exchange is the RFC 8693 token-exchange grant: a Kubernetes ServiceAccount token, reviewed for the
@@ -217,11 +241,11 @@ func (s *Server) exchange(r *http.Request, p *Policy, form url.Values, client st
 	}
 	defer func() { s.metrics.logins.WithLabelValues(grantTokenExchange, loginOutcome(e)).Inc() }()
 	ip := s.clientIP(r)
-	if e := s.throttled(s.byIP, ip, s.clock.Now()); e != nil {
+	sa, throttled, err := s.authenticate(r, subjectToken, p.Issuer)
+	if throttled != nil {
 		s.logger(p).V(1).Info("Token exchange throttled by client address", "client", ip)
-		return nil, e
+		return nil, throttled
 	}
-	sa, err := s.auth.Authenticate(r.Context(), subjectToken, p.Issuer)
 	if errors.Is(err, ErrAuthenticatorUnavailable) {
 		s.logger(p).Error(err, "Reviewing a subject token failed")
 		return nil, unavailable("the subject token cannot be reviewed now; retry later")

@@ -363,44 +363,6 @@ func TestPublicClientMayNameItselfWithBasicAuthentication(t *testing.T) {
 	expectError(t, r, http.StatusBadRequest, "invalid_request")
 }
 
-func TestPasswordAttemptsAreThrottledPerUsername(t *testing.T) {
-	f := newFixture(t, options{userRate: issuer.DefaultUsernameRate})
-	attempt := func(user, pw string) response {
-		return f.postForm(f.policy, "token", url.Values{"grant_type": {"password"}, "username": {user}, "password": {pw}}, nil)
-	}
-	for range issuer.DefaultUsernameRate.Burst {
-		expectError(t, attempt("alice", "guess"), http.StatusBadRequest, "invalid_grant")
-	}
-	r := attempt("alice", "wonderland")
-	expectError(t, r, http.StatusTooManyRequests, "slow_down")
-	if got := r.header.Get("Retry-After"); got != "1" {
-		t.Errorf("got Retry-After %q; want 1", got)
-	}
-	if r := attempt("bob", "builder"); r.status != http.StatusOK {
-		t.Errorf("got %d %s for another user; want 200", r.status, r.body)
-	}
-	if got := f.metric("tokenwarden_issuer_logins_total", "grant", "password", "outcome", "throttled"); got != 1 {
-		t.Errorf("got %v throttled logins counted; want 1", got)
-	}
-	f.clock.Step(time.Second)
-	if r := attempt("alice", "wonderland"); r.status != http.StatusOK {
-		t.Errorf("got %d %s a second later; want 200", r.status, r.body)
-	}
-}
-
-func TestPasswordAttemptsAreThrottledPerClientAddress(t *testing.T) {
-	f := newFixture(t, options{ipRate: issuer.RateLimit{PerSecond: 1, Burst: 2},
-		clientIP: func(r *http.Request) string { return r.Header.Get("X-Client") }})
-	attempt := func(ip, user string) response {
-		return f.postForm(f.policy, "token", url.Values{"grant_type": {"password"}, "username": {user}, "password": {"guess"}},
-			http.Header{"X-Client": {ip}})
-	}
-	expectError(t, attempt("10.0.0.1", "u1"), http.StatusBadRequest, "invalid_grant")
-	expectError(t, attempt("10.0.0.1", "u2"), http.StatusBadRequest, "invalid_grant")
-	expectError(t, attempt("10.0.0.1", "u3"), http.StatusTooManyRequests, "slow_down")
-	expectError(t, attempt("10.0.0.2", "u3"), http.StatusBadRequest, "invalid_grant")
-}
-
 func TestTokenExchange(t *testing.T) {
 	f := newFixture(t, options{})
 	iss := f.policy.Issuer

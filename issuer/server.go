@@ -48,15 +48,18 @@ type ServerConfig struct {
 	Registry *prometheus.Registry
 	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// IPRate and UsernameRate limit password attempts per client IP and per username of a policy; zero
-	// means DefaultIPRate and DefaultUsernameRate. IPRate also limits token exchanges, each of which costs
-	// a TokenReview.
+	// IPRate limits the failed attempts per client address: wrong passwords, and ServiceAccount tokens
+	// refused for token exchange or as introspection callers (each of which cost a TokenReview).
+	// UsernameRate limits the wrong passwords per username of a users Secret, whichever policies read it.
+	// Successful attempts cost nothing. Zero means DefaultIPRate and DefaultUsernameRate.
 	IPRate, UsernameRate RateLimit
-	// ThrottleKeys bounds how many client IPs, and how many usernames, are tracked at once; 0 means
+	// ThrottleKeys bounds how many client addresses, and how many usernames, are tracked at once; 0 means
 	// DefaultThrottleKeys.
 	ThrottleKeys int
-	// ClientIP returns the address a request is throttled by; nil means the connection's peer.
-	ClientIP func(*http.Request) string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed: a request from one is throttled by
+	// the rightmost address of that header that is not itself a trusted proxy. Empty: every request is
+	// throttled by its connection's peer.
+	TrustedProxies Prefixes
 	// InsecureCookies honours spec.browser.cookie.secure: false, for the dev mode only: the refresh
 	// cookie of such a policy (whose allowed origins are all loopback http) is then sent without Secure.
 	// Otherwise every refresh cookie is Secure.
@@ -76,9 +79,9 @@ type Server struct {
 	metrics  *metrics
 	prefix   string // the path of ExternalURL, without a trailing slash
 	maxBody  int64
-	byIP     *throttle
-	byUser   *throttle
-	clientIP func(*http.Request) string
+	byIP     *throttle // failed credentials per client address
+	byUser   *throttle // wrong passwords per users Secret and username
+	proxies  Prefixes
 	handler  http.Handler
 
 	insecureCookies bool
@@ -104,7 +107,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		policies: cfg.Policies, store: cfg.Store, auth: cfg.Authenticator, clock: cfg.Clock, events: cfg.Events,
 		log: cfg.Logger, registry: cfg.Registry, prefix: strings.TrimRight(u.EscapedPath(), "/"),
-		maxBody: cfg.MaxBodyBytes, clientIP: cfg.ClientIP, insecureCookies: cfg.InsecureCookies,
+		maxBody: cfg.MaxBodyBytes, proxies: cfg.TrustedProxies, insecureCookies: cfg.InsecureCookies,
 	}
 	if s.clock == nil {
 		s.clock = clock.RealClock{}
@@ -114,9 +117,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
-	}
-	if s.clientIP == nil {
-		s.clientIP = remoteIP
 	}
 	ipRate, userRate, maxKeys := cfg.IPRate, cfg.UsernameRate, cfg.ThrottleKeys
 	if ipRate == (RateLimit{}) {

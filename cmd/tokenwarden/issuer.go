@@ -29,11 +29,13 @@ type IssuerConfig struct {
 	ShutdownGrace time.Duration
 	IPRate        issuer.RateLimit
 	UsernameRate  issuer.RateLimit
-	Pprof         bool
-	Linger        time.Duration
-	TLSCertFile   string
-	TLSKeyFile    string
-	Zap           zap.Options
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies issuer.Prefixes
+	Pprof          bool
+	Linger         time.Duration
+	TLSCertFile    string
+	TLSKeyFile     string
+	Zap            zap.Options
 }
 
 func issuerFlags(fs *flag.FlagSet) runner {
@@ -49,10 +51,11 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "serve HTTPS with this certificate (PEM), re-read when it changes; e.g. tls.crt of a mounted cert-manager Secret")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "the private key of --tls-cert-file (PEM)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the metrics address (profiling only)")
-	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "password and token-exchange attempts per second per client address")
-	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "burst of password attempts per client address")
-	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "password attempts per second per username")
-	fs.IntVar(&c.UsernameRate.Burst, "password-burst-per-user", issuer.DefaultUsernameRate.Burst, "burst of password attempts per username")
+	fs.Float64Var(&c.IPRate.PerSecond, "password-rate-per-client", issuer.DefaultIPRate.PerSecond, "failed attempts per second per client address, after the burst (wrong passwords, refused ServiceAccount tokens of token exchange and introspection callers; successful attempts cost nothing); per replica")
+	fs.IntVar(&c.IPRate.Burst, "password-burst-per-client", issuer.DefaultIPRate.Burst, "failed attempts per client address at once; per replica")
+	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "wrong passwords per second per username of a users Secret, after the burst; per replica")
+	fs.IntVar(&c.UsernameRate.Burst, "password-burst-per-user", issuer.DefaultUsernameRate.Burst, "wrong passwords per username at once; per replica")
+	fs.Var(&c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs of proxies (an ingress, a load balancer) whose X-Forwarded-For is believed: the client is the rightmost address in it that is not a trusted proxy; empty: the connection's peer")
 	c.Zap.BindFlags(fs)
 	return c
 }
@@ -102,6 +105,11 @@ func (c *IssuerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("password rate limits need a positive rate and a burst of at least 1, got %+v", l))
 		}
 	}
+	for _, p := range c.TrustedProxies {
+		if p.Bits() == 0 {
+			errs = append(errs, fmt.Errorf("--trusted-proxies %s trusts every address: X-Forwarded-For would be the client's to choose", p))
+		}
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
 	}
@@ -130,6 +138,6 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 		}
 	}
 	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, MetricsListener: metrics, ShardBudget: c.ShardBudget,
-		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
+		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, TrustedProxies: c.TrustedProxies, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		Logger: logger.WithName("issuer")})
 }

@@ -54,8 +54,11 @@ type Options struct {
 	Clock clock.PassiveClock
 	// Logger receives the replica's logs.
 	Logger logr.Logger
-	// IPRate and UsernameRate limit password attempts; zero means the server's defaults.
+	// IPRate and UsernameRate limit failed attempts per client address and per username; zero means the
+	// server's defaults.
 	IPRate, UsernameRate issuer.RateLimit
+	// TrustedProxies are the peers whose X-Forwarded-For names the client (issuer.ServerConfig).
+	TrustedProxies issuer.Prefixes
 	// TLSCertFile and TLSKeyFile, when set, make the replica serve HTTPS with that pair, re-read when the
 	// files change (a mounted kubernetes.io/tls Secret, as cert-manager renews it).
 	TLSCertFile, TLSKeyFile string
@@ -144,14 +147,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		ExternalURL: o.ExternalURL,
 		Policies:    source,
 		Store:       store,
-		Authenticator: &issuer.CachingAuthenticator{Next: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()},
-			TTL: issuer.DefaultReviewTTL, Clock: clock.RealClock{}, MaxSize: 10_000},
-		Clock:        o.Clock,
-		Events:       broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
-		Logger:       o.Logger,
-		Registry:     registry,
-		IPRate:       o.IPRate,
-		UsernameRate: o.UsernameRate,
+		// Reviews expire by the real clock: they stand for the API server's answers, not for token times.
+		Authenticator:  &issuer.CachingAuthenticator{Next: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()}, Clock: clock.RealClock{}},
+		Clock:          o.Clock,
+		Events:         broadcaster.NewRecorder(kube.Scheme(), "tokenwarden-issuer"),
+		Logger:         o.Logger,
+		Registry:       registry,
+		IPRate:         o.IPRate,
+		UsernameRate:   o.UsernameRate,
+		TrustedProxies: o.TrustedProxies,
 	}
 	if o.ServerOptions != nil {
 		o.ServerOptions(&sc)

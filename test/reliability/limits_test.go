@@ -70,20 +70,22 @@ func TestRequestLimits(t *testing.T) {
 	}
 }
 
-// TestPasswordGuessingIsThrottled uses the server's default limits (DefaultUsernameRate,
-// DefaultIPRate) on a fake clock, with the client address taken from a header so that one test can be
-// many clients. Guessing one user's password from many addresses, and many users' from one address, both
-// end in 429 slow_down with Retry-After, for the right password too; an unknown user and a wrong password
-// get byte-identical answers; once Retry-After has passed, the right password works again.
+// TestPasswordGuessingIsThrottled uses the server's default limits (DefaultUsernameRate, DefaultIPRate) on
+// a fake clock, behind a trusted proxy (loopback) so that one test can be many clients, each naming itself
+// in X-Forwarded-For. Guessing one user's password from many addresses, and many users' from one address,
+// both end in 429 slow_down with Retry-After, for the right password too; an unknown user and a wrong
+// password get byte-identical answers; clients behind the proxy are throttled apart; once Retry-After has
+// passed, the right password works again. A replica that does not trust the peer ignores the header.
 func TestPasswordGuessingIsThrottled(t *testing.T) {
-	f := newFixture(t, fixtureOptions{replicas: 1, replica: replicaOptions{strictLimits: true}})
-	attempt := func(client, user, pw string) response {
+	f := newFixture(t, fixtureOptions{replicas: 1, replica: replicaOptions{defaultLimits: true, trustedProxies: loopback}})
+	attemptOn := func(replica int, client, user, pw string) response {
 		t.Helper()
-		r, err := postForm(f.url(0, "token"), url.Values{"grant_type": {"password"}, "username": {user}, "password": {pw}},
-			http.Header{"X-Test-Client": {client}})
+		r, err := postForm(f.url(replica, "token"), url.Values{"grant_type": {"password"}, "username": {user}, "password": {pw}},
+			http.Header{"X-Forwarded-For": {client}})
 		must(t, err)
 		return r
 	}
+	attempt := func(client, user, pw string) response { t.Helper(); return attemptOn(0, client, user, pw) }
 	throttled := func(r response) bool {
 		s, err := strconv.Atoi(r.header.Get("Retry-After"))
 		return r.errorIs(http.StatusTooManyRequests, "slow_down") && err == nil && s >= 1
@@ -94,6 +96,10 @@ func TestPasswordGuessingIsThrottled(t *testing.T) {
 	if !wrongPassword.errorIs(http.StatusBadRequest, "invalid_grant") || !bytes.Equal(wrongPassword.body, unknownUser.body) ||
 		wrongPassword.status != unknownUser.status {
 		t.Fatalf("wrong password: %v; unknown user: %v; want the same invalid_grant answer", wrongPassword, unknownUser)
+	}
+	// A username no users Secret can hold is refused before anything is looked up or counted.
+	if r := attempt("10.0.0.3", strings.Repeat("u", 60<<10), "guess"); !r.errorIs(http.StatusBadRequest, "invalid_request") {
+		t.Fatalf("a 60 KB username: %v; want 400 invalid_request", r)
 	}
 
 	// One username from many addresses: DefaultUsernameRate's burst, then 429, for the right password too.
@@ -110,33 +116,58 @@ func TestPasswordGuessingIsThrottled(t *testing.T) {
 	if !throttled(right) {
 		t.Fatalf("the right password while alice is throttled: %v; want 429 (a throttle that let it through would tell a guesser it is right)", right)
 	}
-	if r, err := postJSON(f.url(0, "login"), map[string]string{"username": "alice", "password": password}); err != nil || r.status != http.StatusTooManyRequests {
+	if r, err := do(http.MethodPost, f.url(0, "login"), "application/json", []byte(`{"username":"alice","password":"`+password+`"}`),
+		http.Header{"X-Forwarded-For": {"10.0.0.97"}}); err != nil || r.status != http.StatusTooManyRequests {
 		t.Fatalf("JSON login while alice is throttled: %v %v; want 429", r, err)
 	}
 	// Another user is not affected.
-	if r := attempt("10.0.0.97", "bob", password); r.status != http.StatusOK {
+	if r := attempt("10.0.0.96", "bob", password); r.status != http.StatusOK {
 		t.Fatalf("bob while alice is throttled: %v; want 200", r)
 	}
 
-	// Many usernames from one address: DefaultIPRate's burst, then 429; another address is not affected.
+	// 30 wrong passwords from one address (many usernames): DefaultIPRate's burst, then 429 with
+	// Retry-After, known user or not; a correct login from another address behind the same proxy is not
+	// affected.
 	ipBurst := issuer.DefaultIPRate.Burst
-	for i := range ipBurst {
-		if r := attempt("10.0.1.1", fmt.Sprintf("user-%d", i), "guess"); !r.errorIs(http.StatusBadRequest, "invalid_grant") {
-			t.Fatalf("attempt %d from one address: %v; want invalid_grant within the burst of %d", i, r, ipBurst)
+	var first429 response
+	for i := range 30 {
+		user := fmt.Sprintf("user-%d", i)
+		if i%3 == 0 {
+			user = "carol"
+		}
+		r := attempt("10.0.1.1", user, "guess")
+		switch {
+		case i < ipBurst && !r.errorIs(http.StatusBadRequest, "invalid_grant"):
+			t.Fatalf("wrong password %d from one address: %v; want invalid_grant within the burst of %d", i, r, ipBurst)
+		case i >= ipBurst && !throttled(r):
+			t.Fatalf("wrong password %d from one address: %v; want 429 slow_down with Retry-After past the burst of %d", i, r, ipBurst)
+		case i == ipBurst:
+			first429 = r
+		case i == ipBurst+2 && !bytes.Equal(r.body, first429.body): // carol, known, against user-10
+			t.Fatalf("throttled answers for a known and an unknown user differ: %v and %v", first429, r)
 		}
 	}
-	unknownThrottled, knownThrottled := attempt("10.0.1.1", "user-next", "guess"), attempt("10.0.1.1", "carol", "guess")
-	if !throttled(unknownThrottled) || !throttled(knownThrottled) || !bytes.Equal(unknownThrottled.body, knownThrottled.body) {
-		t.Fatalf("attempts past the address's burst: unknown user %v, known user %v; want the same 429 with Retry-After", unknownThrottled, knownThrottled)
+	if r := attempt("10.0.1.2", "bob", password); r.status != http.StatusOK {
+		t.Fatalf("a correct login from another client behind the proxy: %v; want 200", r)
 	}
-	if r := attempt("10.0.1.2", "user-next", "guess"); !r.errorIs(http.StatusBadRequest, "invalid_grant") {
-		t.Fatalf("another address: %v; want invalid_grant, not throttled", r)
+
+	// A replica that does not trust loopback (only 10.0.0.0/8) throttles the peer, whatever it forwards.
+	var tenNet issuer.Prefixes
+	must(t, tenNet.Set("10.0.0.0/8"))
+	f.addReplica(replicaOptions{defaultLimits: true, trustedProxies: tenNet})
+	for i := range ipBurst {
+		if r := attemptOn(1, fmt.Sprintf("203.0.113.%d", i), fmt.Sprintf("forger-%d", i), "guess"); !r.errorIs(http.StatusBadRequest, "invalid_grant") {
+			t.Fatalf("forged-header guess %d: %v; want invalid_grant within the burst", i, r)
+		}
+	}
+	if r := attemptOn(1, "203.0.113.200", "bob", password); !throttled(r) {
+		t.Fatalf("a forged X-Forwarded-For from an untrusted peer past its burst: %v; want 429 (the header changes nothing)", r)
 	}
 
 	// A throttle, not a lockout: after Retry-After, the right password works.
 	wait, _ := strconv.Atoi(right.header.Get("Retry-After"))
 	f.clock.Step(time.Duration(wait) * time.Second)
-	if r := attempt("10.0.0.96", "alice", password); r.status != http.StatusOK {
+	if r := attempt("10.0.0.95", "alice", password); r.status != http.StatusOK {
 		t.Fatalf("the right password %ds later: %v; want 200", wait, r)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -111,10 +112,15 @@ type replicaOptions struct {
 	shardBudget  int
 	writeTimeout time.Duration
 	logger       *logr.Logger
-	// strictLimits keeps the server's default password limits and throttles by the X-Test-Client header,
-	// so one test process can be several clients; otherwise limits are out of the way.
-	strictLimits bool
+	// defaultLimits keeps the server's default limits on failed attempts; otherwise they are out of the way.
+	defaultLimits bool
+	// trustedProxies are the replica's (--trusted-proxies); loopback lets one test process be many clients,
+	// each naming itself in X-Forwarded-For.
+	trustedProxies issuer.Prefixes
 }
+
+// loopback is the test client's address range, as a trusted proxy.
+var loopback = issuer.Prefixes{netip.MustParsePrefix("127.0.0.0/8")}
 
 // replica is one running issuer.
 type replica struct {
@@ -131,10 +137,9 @@ func startReplica(t testing.TB, o replicaOptions) *replica {
 		logger = *o.logger
 	}
 	r := apptest.Start(t, env.Config, app.Options{ExternalURL: externalURL, Namespace: issuerNS, Clock: o.clock, Logger: logger,
-		ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout,
+		ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout, TrustedProxies: o.trustedProxies,
 		ServerOptions: func(c *issuer.ServerConfig) {
-			if o.strictLimits {
-				c.ClientIP = func(r *http.Request) string { return r.Header.Get("X-Test-Client") }
+			if o.defaultLimits {
 				return
 			}
 			c.IPRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000} // the tests log in fast from one address
