@@ -54,6 +54,7 @@ issuer:
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: dedicated, operator: Exists}]
   priorityClassName: platform-critical
+  trustedProxies: [10.0.0.0/8, "fd00::/8"]
   extraArgs: [--shutdown-grace=20s]
 serviceMonitor:
   enabled: true
@@ -183,7 +184,7 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
 			"--shard-budget-bytes=262144", "--zap-log-level=debug"},
 		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
-			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--shutdown-grace=20s"},
+			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--trusted-proxies=10.0.0.0/8,fd00::/8", "--shutdown-grace=20s"},
 	}
 	for name, want := range wantArgs {
 		c := container(t, find(t, objs, "Deployment", name))

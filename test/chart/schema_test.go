@@ -30,6 +30,8 @@ func TestTheChartRefusesBadValuesWithAMessage(t *testing.T) {
 		{"a shard budget given as text", []string{"--set-string", "shardBudgetBytes=512Ki"}, "at '/shardBudgetBytes'"},
 		{"a CPU target above 100%", []string{"--set", "issuer.autoscaling.targetCPUUtilizationPercentage=150"}, "at '/issuer/autoscaling/targetCPUUtilizationPercentage': maximum"},
 		{"an extra argument that is not a string", []string{"--set", "issuer.extraArgs[0]=1"}, "at '/issuer/extraArgs/0'"},
+		{"a trusted proxy that is not a CIDR", []string{"--set", "issuer.trustedProxies={10.0.0.1}"}, "at '/issuer/trustedProxies/0'"},
+		{"a trusted proxy range of every address", []string{"--set", "issuer.trustedProxies={0.0.0.0/0}"}, "at '/issuer/trustedProxies/0'"},
 		{"an API server address that is not a CIDR", []string{"--set", "networkPolicy.apiServer.cidrs={10.0.0.1}"}, "at '/networkPolicy/apiServer/cidrs/0'"},
 		{"a scrape interval without a unit", []string{"--set", "serviceMonitor.interval=30"}, "at '/serviceMonitor/interval'"},
 		{"more minimum than maximum replicas", []string{"--set", "issuer.autoscaling.enabled=true,issuer.autoscaling.minReplicas=5,issuer.autoscaling.maxReplicas=3"},
