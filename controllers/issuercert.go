@@ -39,8 +39,13 @@ const (
 	issuerCertRenewal  = IssuerCertLifetime / 3
 )
 
-// ComponentIssuerTLS labels the Secrets and the ConfigMap of the issuer's self-signed TLS.
-const ComponentIssuerTLS = "issuer-tls"
+// Values of v1alpha1.LabelComponent on what the controller keeps for the issuer in its namespace.
+const (
+	// ComponentIssuerTLS labels the Secrets and the ConfigMap of the issuer's self-signed TLS.
+	ComponentIssuerTLS = "issuer-tls"
+	// ComponentIssuerPeer labels the Secret of the issuer replicas' peer key (IssuerPeerKeyReconciler).
+	ComponentIssuerPeer = "issuer-peer"
+)
 
 // IssuerCertReconciler keeps the issuer's serving certificate when no other source of one is configured: a
 // CA of its own (in Secret <SecretName>-ca, which only the controller reads), a certificate for Hosts signed

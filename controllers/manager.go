@@ -91,6 +91,9 @@ type Options struct {
 	// IssuerTLS, when its SecretName is set, has the controller keep the issuer's self-signed serving
 	// certificate (IssuerCertReconciler) in the issuer's namespace.
 	IssuerTLS IssuerTLS
+	// IssuerPeerSecret, when set, has the controller keep the issuer replicas' peer key
+	// (IssuerPeerKeyReconciler) in this Secret of the issuer's namespace.
+	IssuerPeerSecret string
 }
 
 // IssuerTLS says where the issuer's self-signed certificate goes and what it names.
@@ -99,8 +102,9 @@ type IssuerTLS struct {
 	Hosts                   []string
 }
 
-// Setup registers the TokenPolicy and TokenRevocation reconcilers with mgr, as the controller binary runs
-// them. mgr's cache must be built with CacheOptions.
+// Setup registers the TokenPolicy and TokenRevocation reconcilers with mgr, and those of the issuer's
+// certificate and peer key when o asks for them, as the controller binary runs them. mgr's cache must be
+// built with CacheOptions.
 func Setup(mgr ctrl.Manager, o Options) error {
 	if o.IssuerNamespace == "" {
 		return fmt.Errorf("no issuer namespace")
@@ -127,6 +131,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 			SecretName: o.IssuerTLS.SecretName, CAConfigMap: o.IssuerTLS.CAConfigMap, Hosts: o.IssuerTLS.Hosts}
 		if err := certs.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the issuer certificate controller: %w", err)
+		}
+	}
+	if o.IssuerPeerSecret != "" {
+		peer := &IssuerPeerKeyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: o.IssuerNamespace,
+			SecretName: o.IssuerPeerSecret}
+		if err := peer.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the issuer peer key controller: %w", err)
 		}
 	}
 	return nil

@@ -23,13 +23,19 @@ import (
 // top of the binary's narrow caches; the returned stop ends it without releasing a Lease, as a crash would.
 func runManager(t *testing.T, opts ctrl.Options, issuerNS string) (stop func(), elected <-chan struct{}) {
 	t.Helper()
+	return runManagerWith(t, opts, Options{IssuerURL: "http://issuer.test", IssuerNamespace: issuerNS})
+}
+
+// runManagerWith is runManager with Setup's options o.
+func runManagerWith(t *testing.T, opts ctrl.Options, o Options) (stop func(), elected <-chan struct{}) {
+	t.Helper()
 	opts.Scheme, opts.Cache, opts.Metrics = env.Scheme, CacheOptions(), metricsserver.Options{BindAddress: "0"}
 	opts.Controller = config.Controller{SkipNameValidation: ptr.To(true)} // several managers in one test process
 	mgr, err := ctrl.NewManager(env.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Setup(mgr, Options{IssuerURL: "http://issuer.test", IssuerNamespace: issuerNS}); err != nil {
+	if err := Setup(mgr, o); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,6 +29,7 @@ type ControllerConfig struct {
 	IssuerTLSSecret  string
 	IssuerCAConfig   string
 	IssuerTLSHosts   string
+	IssuerPeerSecret string
 	MetricsAddr      string
 	ProbeAddr        string
 	LeaderElection   bool
@@ -44,6 +46,7 @@ func controllerFlags(fs *flag.FlagSet) runner {
 	fs.StringVar(&c.IssuerTLSSecret, "issuer-tls-secret", "", "keep the issuer's self-signed serving certificate in this Secret of the issuer's namespace (its CA in <name>-ca, which only the controller reads); empty: the issuer's certificate comes from elsewhere")
 	fs.StringVar(&c.IssuerCAConfig, "issuer-ca-configmap", "", "publish the self-signed CA's certificate (ca.crt) in this ConfigMap of the issuer's namespace, for clients to trust")
 	fs.StringVar(&c.IssuerTLSHosts, "issuer-tls-hosts", "", "comma-separated DNS names of the self-signed certificate (the issuer Service's names, the external URL's host)")
+	fs.StringVar(&c.IssuerPeerSecret, "issuer-peer-secret", "tokenwarden-issuer-peer", "keep the issuer replicas' peer key (HMAC of the peer port) in this Secret of the issuer's namespace; empty: none (the replicas then do not forward to each other)")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", true, "elect a leader so that only one replica reconciles")
@@ -65,6 +68,9 @@ func (c *ControllerConfig) Validate() error {
 	}
 	if c.IssuerTLSSecret != "" && (c.IssuerCAConfig == "" || c.IssuerTLSHosts == "") {
 		errs = append(errs, errors.New("--issuer-tls-secret needs --issuer-ca-configmap and --issuer-tls-hosts"))
+	}
+	if bad := validation.IsDNS1123Subdomain(c.IssuerPeerSecret); c.IssuerPeerSecret != "" && len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("--issuer-peer-secret must name a Secret (a DNS-1123 subdomain) or be empty, got %q: %s", c.IssuerPeerSecret, strings.Join(bad, "; ")))
 	}
 	if c.ShardBudget < 4<<10 || c.ShardBudget > 900<<10 {
 		errs = append(errs, fmt.Errorf("--shard-budget-bytes must be between 4096 and 921600 (objects are limited to 1 MiB), got %d", c.ShardBudget))
@@ -93,7 +99,7 @@ func (c *ControllerConfig) run(ctx context.Context, cfg *rest.Config, logger log
 		return fmt.Errorf("create manager: %w", err)
 	}
 	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: c.IssuerURL, IssuerNamespace: c.IssuerNamespace, ShardBudget: c.ShardBudget, ShardStatusPeriod: c.ShardStatus,
-		IssuerTLS: controllers.IssuerTLS{SecretName: c.IssuerTLSSecret, CAConfigMap: c.IssuerCAConfig, Hosts: splitList(c.IssuerTLSHosts)}}); err != nil {
+		IssuerTLS: controllers.IssuerTLS{SecretName: c.IssuerTLSSecret, CAConfigMap: c.IssuerCAConfig, Hosts: splitList(c.IssuerTLSHosts)}, IssuerPeerSecret: c.IssuerPeerSecret}); err != nil {
 		return err
 	}
 	if c.ProbeAddr != "0" {
