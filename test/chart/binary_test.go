@@ -33,9 +33,40 @@ func buildBinary(t *testing.T) string {
 	return out
 }
 
+// expandArgs replaces each $(NAME) in args with the value the kubelet would give it: the container's
+// environment, its downward-API fields filled with what a pod of the Deployment could have.
+func expandArgs(t *testing.T, d *unstructured.Unstructured) []string {
+	t.Helper()
+	c := container(t, d)
+	fields := map[string]string{"metadata.name": d.GetName() + "-7d9c8b6f5-x2x4q", "metadata.namespace": d.GetNamespace(),
+		"status.podIP": "10.244.1.7", "spec.nodeName": "node-1", "spec.serviceAccountName": podSpec(t, d).ServiceAccountName}
+	var pairs []string
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil {
+			f := e.ValueFrom.FieldRef
+			if f == nil || fields[f.FieldPath] == "" {
+				t.Fatalf("%s: environment variable %s from %+v; want a literal or a known downward-API field", identity(d), e.Name, e.ValueFrom)
+			}
+			v = fields[f.FieldPath]
+		}
+		pairs = append(pairs, "$("+e.Name+")", v)
+	}
+	replacer := strings.NewReplacer(pairs...)
+	args := make([]string, len(c.Args))
+	for i, a := range c.Args {
+		args[i] = replacer.Replace(a)
+		if strings.Contains(args[i], "$(") {
+			t.Errorf("%s: argument %q names a variable the container does not define", identity(d), a)
+		}
+	}
+	return args
+}
+
 // TestTheBinaryAcceptsTheArgumentsBothInstallationsGiveIt runs the binary with each Deployment's arguments
-// and no cluster to reach: parsing and validating the flags must succeed, so that the run ends only when
-// it looks for a kubeconfig. A renamed or removed flag, or a value the binary refuses, fails the test.
+// (the variables in them expanded as the kubelet does) and no cluster to reach: parsing and validating the
+// flags must succeed, so that the run ends only when it looks for a kubeconfig. A renamed or removed flag,
+// or a value the binary refuses, fails the test.
 func TestTheBinaryAcceptsTheArgumentsBothInstallationsGiveIt(t *testing.T) {
 	bin := buildBinary(t)
 	installations := map[string][]*unstructured.Unstructured{
@@ -49,7 +80,7 @@ func TestTheBinaryAcceptsTheArgumentsBothInstallationsGiveIt(t *testing.T) {
 				continue
 			}
 			t.Run(name+" "+d.GetName(), func(t *testing.T) {
-				args := container(t, d).Args
+				args := expandArgs(t, d)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				cmd := exec.CommandContext(ctx, bin, args...)

@@ -121,6 +121,41 @@ func TestTheControllerWritesTheURLTheIssuerServes(t *testing.T) {
 	}
 }
 
+// TestTheIssuerReadsThePeerKeyTheControllerKeeps checks that in each installation the issuer's replicas
+// read their peer key from the Secret the controller keeps, and listen for and advertise the port their
+// container declares.
+func TestTheIssuerReadsThePeerKeyTheControllerKeeps(t *testing.T) {
+	for name, tc := range map[string]struct {
+		objs   []*unstructured.Unstructured
+		prefix string
+		port   string
+	}{
+		"the chart with default values": {renderChart(t, defaultRelease, defaultNamespace, ""), "tokenwarden", "8444"},
+		"the chart with a peer port":    {renderChart(t, "other", defaultNamespace, "issuer: {peerPort: 7000}\n"), "other-tokenwarden", "7000"},
+		"the chart with a full name":    {renderChart(t, defaultRelease, defaultNamespace, "fullnameOverride: tw\n"), "tw", "8444"},
+		"the kustomize installation":    {renderKustomize(t), "tokenwarden", "8444"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			controller, issuer := find(t, tc.objs, "Deployment", tc.prefix+"-controller"), find(t, tc.objs, "Deployment", tc.prefix+"-issuer")
+			kept, read := flag(t, controller, "--issuer-peer-secret"), flag(t, issuer, "--peer-key-secret")
+			if kept != tc.prefix+"-issuer-peer" || read != kept {
+				t.Errorf("controller --issuer-peer-secret %q, issuer --peer-key-secret %q; want both %s-issuer-peer", kept, read, tc.prefix)
+			}
+			var declared string
+			for _, p := range container(t, issuer).Ports {
+				if p.Name == "peer" {
+					declared = fmt.Sprint(p.ContainerPort)
+				}
+			}
+			listen, advertise := flag(t, issuer, "--peer-listen"), flag(t, issuer, "--peer-advertise")
+			if declared != tc.port || listen != ":"+tc.port || advertise != "$(POD_IP):"+tc.port {
+				t.Errorf("container port peer %q, --peer-listen %q, --peer-advertise %q; want port %s in all three (the pod's address in the last)",
+					declared, listen, advertise, tc.port)
+			}
+		})
+	}
+}
+
 // flag returns the value of --name in the Deployment's container arguments.
 func flag(t *testing.T, d *unstructured.Unstructured, name string) string {
 	t.Helper()

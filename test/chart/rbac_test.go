@@ -62,8 +62,9 @@ func grants(t *testing.T, o *unstructured.Unstructured) []string {
 }
 
 // The issuer's grants: everything it needs, and no more. Cluster-wide it reads policies, reviews
-// ServiceAccount tokens and records events; in its own namespace it reads Secrets (signing keys, users)
-// and ConfigMaps (revocation objects) through informers, updates journals and creates sealed segments.
+// ServiceAccount tokens and records events; in its own namespace it reads Secrets (signing keys, users,
+// the peer key) and ConfigMaps (revocation objects) through informers, updates journals, creates sealed
+// segments, and holds the Leases that elect each journal's owner.
 var (
 	issuerClusterGrants = []string{
 		"create authentication.k8s.io/tokenreviews",
@@ -74,11 +75,12 @@ var (
 		"watch tokenwarden.io/tokenpolicies",
 	}
 	issuerNamespaceGrants = []string{
-		"create configmaps",
-		"get configmaps", "get secrets",
-		"list configmaps", "list secrets",
-		"update configmaps",
-		"watch configmaps", "watch secrets",
+		"create configmaps", "create coordination.k8s.io/leases",
+		"delete coordination.k8s.io/leases",
+		"get configmaps", "get coordination.k8s.io/leases", "get secrets",
+		"list configmaps", "list coordination.k8s.io/leases", "list secrets",
+		"update configmaps", "update coordination.k8s.io/leases",
+		"watch configmaps", "watch coordination.k8s.io/leases", "watch secrets",
 	}
 )
 
@@ -105,7 +107,7 @@ func TestTheChartAndKustomizeGrantTheIssuerTheSameLeastRules(t *testing.T) {
 		"config/issuer": renderKustomize(t),
 	} {
 		if got := grants(t, find(t, objs, "ClusterRole", "tokenwarden-issuer")); !slices.Equal(got, issuerClusterGrants) {
-			t.Errorf("%s: the issuer's ClusterRole:\ngot  %q;\nwant %q (no Secrets, no ConfigMaps)", name, got, issuerClusterGrants)
+			t.Errorf("%s: the issuer's ClusterRole:\ngot  %q;\nwant %q (no Secrets, no ConfigMaps, no Leases)", name, got, issuerClusterGrants)
 		}
 		role := find(t, objs, "Role", "tokenwarden-issuer")
 		if got := grants(t, role); !slices.Equal(got, issuerNamespaceGrants) {
@@ -158,8 +160,8 @@ func TestTheKustomizeServiceAccountsCanDoOnlyWhatTheirComponentNeeds(t *testing.
 
 // checkLeastPrivilege installs the ServiceAccounts and RBAC of an installation (objs) whose namespace is
 // release and whose object names start with prefix, and impersonates each ServiceAccount to show what it
-// may and may not do. The issuer reaches Secrets and ConfigMaps only in the release namespace; a tenant's
-// namespace and kube-system are out of its reach.
+// may and may not do. The issuer reaches Secrets, ConfigMaps and Leases only in the release namespace; a
+// tenant's namespace and kube-system are out of its reach.
 func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, release, prefix string) {
 	ctx := context.Background()
 	apps := env.Namespace(t) // a tenant namespace with a policy, its keys, users, and the previous layout's shard
@@ -187,12 +189,20 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentSigningKeys}}}
 	shard := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "default.payments.x-revocations-0", Namespace: release,
 		Labels: map[string]string{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations}}}
+	peerKey := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-issuer-peer", Namespace: release,
+		Labels: map[string]string{v1alpha1.LabelComponent: "issuer-peer"}}, Data: map[string][]byte{"key": make([]byte, 32)}}
+	// A journal owner's Lease in the release namespace, and a system component's.
+	ownerLease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "default.payments.x-journal", Namespace: release},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("issuer-0")}}
 	systemConfig := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-" + apps, Namespace: "kube-system"}}
-	for _, o := range []client.Object{policy, keys, tenantConfig, ownKeys, shard, systemConfig} {
+	systemLease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kube-scheduler-" + apps, Namespace: "kube-system"},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("scheduler-0")}}
+	for _, o := range []client.Object{policy, keys, tenantConfig, ownKeys, peerKey, shard, ownerLease, systemConfig, systemLease} {
 		if err := env.Client.Create(ctx, o); err != nil {
 			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
 		}
 	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), systemLease) })
 
 	issuer := impersonate(t, release, prefix+"-issuer")
 	controller := impersonate(t, release, prefix+"-controller")
@@ -296,6 +306,22 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 			{"updates a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(ownKeys))) }},
 			{"patches a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(ownKeys), mergePatch) }},
 			{"deletes a Secret of its namespace", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(ownKeys)) }},
+			{"gets the peer key by name", true, func(ctx context.Context) error {
+				return issuer.Get(ctx, client.ObjectKeyFromObject(peerKey), &corev1.Secret{})
+			}},
+			{"updates the peer key", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(peerKey))) }},
+			{"patches the peer key", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(peerKey), mergePatch) }},
+			{"deletes the peer key", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(peerKey)) }},
+			// Leases of its own namespace: one per policy elects the owner of its journal.
+			{"creates a Lease of its namespace", true, func(ctx context.Context) error { return issuer.Create(ctx, lease(release)) }},
+			{"lists the Leases of its namespace", true, func(ctx context.Context) error {
+				return issuer.List(ctx, &coordinationv1.LeaseList{}, client.InNamespace(release))
+			}},
+			{"updates a Lease of its namespace (renews or takes over a journal)", true, func(ctx context.Context) error {
+				return issuer.Update(ctx, touch(fresh(ownerLease)))
+			}},
+			{"patches a Lease of its namespace", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(ownerLease), mergePatch) }},
+			{"deletes a Lease of its namespace (gives a journal up)", true, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(ownerLease)) }},
 			// Every other namespace: nothing of Secrets and ConfigMaps.
 			{"lists the Secrets of every namespace", false, func(ctx context.Context) error {
 				return issuer.List(ctx, &corev1.SecretList{}, secretsOfComponents)
@@ -319,6 +345,14 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 			{"updates a ConfigMap of a tenant's namespace", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(tenantConfig))) }},
 			{"creates a ConfigMap in a tenant's namespace", false, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap(apps)) }},
 			{"creates a ConfigMap in kube-system", false, func(ctx context.Context) error { return issuer.Create(ctx, newConfigMap("kube-system")) }},
+			{"creates a Secret in kube-system", false, func(ctx context.Context) error { return issuer.Create(ctx, newSecret("kube-system")) }},
+			{"creates a Secret in a tenant's namespace", false, func(ctx context.Context) error { return issuer.Create(ctx, newSecret(apps)) }},
+			{"updates a tenant's signing-key Secret", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(keys))) }},
+			{"creates a Lease in kube-system", false, func(ctx context.Context) error { return issuer.Create(ctx, lease("kube-system")) }},
+			{"creates a Lease in a tenant's namespace", false, func(ctx context.Context) error { return issuer.Create(ctx, lease(apps)) }},
+			{"updates a Lease of kube-system", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(systemLease))) }},
+			{"deletes a Lease of kube-system", false, func(ctx context.Context) error { return issuer.Delete(ctx, fresh(systemLease)) }},
+			{"lists the Leases of every namespace", false, func(ctx context.Context) error { return issuer.List(ctx, &coordinationv1.LeaseList{}) }},
 			{"updates a ConfigMap of kube-system", false, func(ctx context.Context) error { return issuer.Update(ctx, touch(fresh(systemConfig))) }},
 			{"patches a ConfigMap of kube-system", false, func(ctx context.Context) error { return issuer.Patch(ctx, fresh(systemConfig), mergePatch) }},
 			// The rest of what it may do, cluster-wide.
@@ -332,7 +366,6 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 				return issuer.Status().Update(ctx, fresh(policy))
 			}},
 			{"lists TokenRevocations", false, func(ctx context.Context) error { return issuer.List(ctx, &v1alpha1.TokenRevocationList{}) }},
-			{"creates a Lease", false, func(ctx context.Context) error { return issuer.Create(ctx, lease(release)) }},
 			{"lists Pods", false, func(ctx context.Context) error { return issuer.List(ctx, &corev1.PodList{}, client.InNamespace(apps)) }},
 			{"lists ServiceAccounts", false, func(ctx context.Context) error {
 				return issuer.List(ctx, &corev1.ServiceAccountList{}, client.InNamespace(apps))
@@ -377,13 +410,15 @@ func checkLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured, releas
 		checkAccesses(t, "the "+component+" ", tests[component])
 	}
 	// What the issuer's forbidden requests aimed at is still there.
-	for _, o := range []client.Object{shard, keys, policy, tenantConfig, systemConfig} {
+	for _, o := range []client.Object{shard, keys, peerKey, policy, tenantConfig, systemConfig, systemLease} {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			t.Errorf("get %s after the forbidden requests: got %v; want it still there", o.GetName(), err)
 		}
 	}
-	if got := systemConfig.GetAnnotations(); len(got) != 0 {
-		t.Errorf("kube-system's ConfigMap was changed: annotations %v", got)
+	for _, o := range []client.Object{systemConfig, systemLease, peerKey} {
+		if got := o.GetAnnotations(); len(got) != 0 {
+			t.Errorf("%s was changed: annotations %v", o.GetName(), got)
+		}
 	}
 }
 

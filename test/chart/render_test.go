@@ -3,11 +3,15 @@ package chart
 import (
 	"context"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,6 +58,8 @@ issuer:
   nodeSelector: {kubernetes.io/os: linux}
   tolerations: [{key: dedicated, operator: Exists}]
   priorityClassName: platform-critical
+  peerPort: 9444
+  leaseDuration: 15s
   trustedProxies: [10.0.0.0/8, "fd00::/8"]
   extraArgs: [--shutdown-grace=20s]
 serviceMonitor:
@@ -115,8 +121,10 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 	wantArgs := map[*unstructured.Unstructured][]string{
 		controller: {"controller", "--issuer-url=" + url, "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
 			"--issuer-tls-secret=tokenwarden-issuer-tls", "--issuer-ca-configmap=tokenwarden-issuer-ca",
-			"--issuer-tls-hosts=" + host + ",tokenwarden-issuer,tokenwarden-issuer." + ns + ",tokenwarden-issuer." + ns + ".svc.cluster.local"},
+			"--issuer-tls-hosts=" + host + ",tokenwarden-issuer,tokenwarden-issuer." + ns + ",tokenwarden-issuer." + ns + ".svc.cluster.local",
+			"--issuer-peer-secret=tokenwarden-issuer-peer"},
 		issuer: {"issuer", "--external-url=" + url, "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
+			"--peer-listen=:8444", "--peer-advertise=$(POD_IP):8444", "--peer-key-secret=tokenwarden-issuer-peer", "--lease-duration=10s",
 			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key"},
 	}
 	for d, want := range wantArgs {
@@ -140,8 +148,17 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 	for _, p := range container(t, issuer).Ports {
 		ports = append(ports, fmt.Sprintf("%s:%d", p.Name, p.ContainerPort))
 	}
-	if want := []string{"https:8443", "metrics:9090"}; !slices.Equal(ports, want) {
+	if want := []string{"https:8443", "metrics:9090", "peer:8444"}; !slices.Equal(ports, want) {
 		t.Errorf("issuer container ports: got %q; want %q", ports, want)
+	}
+	downward := map[string]string{}
+	for _, e := range container(t, issuer).Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			downward[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if want := map[string]string{"POD_NAME": "metadata.name", "POD_IP": "status.podIP"}; !maps.Equal(downward, want) {
+		t.Errorf("issuer environment from the downward API: got %v; want %v ($(POD_IP) in --peer-advertise)", downward, want)
 	}
 	if pod := podSpec(t, issuer); len(pod.Volumes) != 1 || pod.Volumes[0].Secret == nil || pod.Volumes[0].Secret.SecretName != "tokenwarden-issuer-tls" {
 		t.Errorf("issuer volumes: got %+v; want the controller's TLS Secret tokenwarden-issuer-tls", pod.Volumes)
@@ -149,8 +166,9 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 	svc := &corev1.Service{}
 	convert(t, find(t, objs, "Service", "tokenwarden-issuer"), svc)
 	if p := svc.Spec.Ports; len(p) != 1 || p[0].Name != "https" || p[0].Port != 443 || p[0].TargetPort.String() != "https" {
-		t.Errorf("issuer Service ports: got %+v; want only https, 443 -> https (no metrics)", p)
+		t.Errorf("issuer Service ports: got %+v; want only https, 443 -> https (no metrics, no peer)", p)
 	}
+	checkPeerPortUnexposed(t, objs)
 	if got, _, _ := unstructured.NestedFieldNoCopy(find(t, objs, "PodDisruptionBudget", "tokenwarden-issuer").Object, "spec", "minAvailable"); got != int64(1) {
 		t.Errorf("issuer PodDisruptionBudget minAvailable: got %v; want 1", got)
 	}
@@ -182,8 +200,9 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 	}
 	wantArgs := map[string][]string{
 		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
-			"--shard-budget-bytes=262144", "--zap-log-level=debug"},
+			"--issuer-peer-secret=tw-issuer-peer", "--shard-budget-bytes=262144", "--zap-log-level=debug"},
 		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
+			"--peer-listen=:9444", "--peer-advertise=$(POD_IP):9444", "--peer-key-secret=tw-issuer-peer", "--lease-duration=15s",
 			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--trusted-proxies=10.0.0.0/8,fd00::/8", "--shutdown-grace=20s"},
 	}
 	for name, want := range wantArgs {
@@ -208,6 +227,110 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 	}
 	if got := find(t, objs, "ServiceMonitor", "tw").GetLabels()["release"]; got != "prometheus" {
 		t.Errorf("ServiceMonitor label release: got %q; want prometheus", got)
+	}
+	checkPeerPortUnexposed(t, objs)
+}
+
+// checkPeerPortUnexposed checks that no Service of an installation forwards to the issuer's peer port: the
+// replicas reach each other by pod address, and nothing else has business there.
+func checkPeerPortUnexposed(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	var peerPorts []string
+	for _, d := range objs {
+		if d.GetKind() != "Deployment" {
+			continue
+		}
+		for _, p := range container(t, d).Ports {
+			if p.Name == "peer" {
+				peerPorts = append(peerPorts, p.Name, strconv.Itoa(int(p.ContainerPort)))
+			}
+		}
+	}
+	if len(peerPorts) == 0 {
+		t.Fatalf("no container port named peer; want the issuer's")
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Service" {
+			continue
+		}
+		svc := &corev1.Service{}
+		convert(t, o, svc)
+		for _, p := range svc.Spec.Ports {
+			if slices.Contains(peerPorts, p.TargetPort.String()) || slices.Contains(peerPorts, p.Name) {
+				t.Errorf("%s exposes port %s -> %s; want the peer port (%s) in no Service", identity(o), p.Name, p.TargetPort.String(), peerPorts)
+			}
+		}
+	}
+}
+
+// TestOnlyTheIssuersOwnPodsReachThePeerPort reads the NetworkPolicies: the clients the values name reach
+// the issuer's endpoints and metrics as before, but its peer port admits (and its egress reaches) only the
+// pods the issuer Deployment selects, those of this release in its namespace.
+func TestOnlyTheIssuersOwnPodsReachThePeerPort(t *testing.T) {
+	for name, values := range map[string]string{
+		"with every optional feature on":            everyFeature,
+		"with the network policies and no selector": "fullnameOverride: tw\nnetworkPolicy: {enabled: true}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			objs := renderChart(t, "features", defaultNamespace, values)
+			issuerPods := &metav1.LabelSelector{}
+			sel, _, _ := unstructured.NestedMap(find(t, objs, "Deployment", "tw-issuer").Object, "spec", "selector")
+			if err := runtimeConverter.FromUnstructured(sel, issuerPods); err != nil || len(issuerPods.MatchLabels) == 0 {
+				t.Fatalf("issuer Deployment selector %v: %v", sel, err)
+			}
+			isPeer := func(ports []networkingv1.NetworkPolicyPort) bool {
+				return slices.ContainsFunc(ports, func(p networkingv1.NetworkPolicyPort) bool { return p.Port != nil && p.Port.String() == "peer" })
+			}
+			onlyIssuerPods := func(peers []networkingv1.NetworkPolicyPeer) bool {
+				return len(peers) == 1 && peers[0].NamespaceSelector == nil && peers[0].IPBlock == nil &&
+					reflect.DeepEqual(peers[0].PodSelector, issuerPods)
+			}
+
+			np := &networkingv1.NetworkPolicy{}
+			convert(t, find(t, objs, "NetworkPolicy", "tw-issuer"), np)
+			var peerIn, clientsIn int
+			for _, rule := range np.Spec.Ingress {
+				switch {
+				case isPeer(rule.Ports):
+					peerIn++
+					if len(rule.Ports) != 1 || !onlyIssuerPods(rule.From) {
+						t.Errorf("ingress to the peer port: ports %v from %+v; want the peer port alone from the issuer's pods %v", rule.Ports, rule.From, issuerPods.MatchLabels)
+					}
+				default:
+					clientsIn++
+					var ports []string
+					for _, p := range rule.Ports {
+						ports = append(ports, p.Port.String())
+					}
+					if !slices.Equal(ports, []string{"https", "metrics"}) || len(rule.From) != 1 || rule.From[0].NamespaceSelector == nil {
+						t.Errorf("ingress from the clients: ports %q from %+v; want https and metrics from the configured selectors", ports, rule.From)
+					}
+				}
+			}
+			if peerIn != 1 || clientsIn != 1 {
+				t.Errorf("issuer ingress: %d rules to the peer port, %d to the endpoints; want 1 and 1", peerIn, clientsIn)
+			}
+			peerOut := 0
+			for _, rule := range np.Spec.Egress {
+				if isPeer(rule.Ports) {
+					peerOut++
+					if len(rule.Ports) != 1 || !onlyIssuerPods(rule.To) {
+						t.Errorf("egress to the peer port: ports %v to %+v; want the peer port alone to the issuer's pods", rule.Ports, rule.To)
+					}
+				}
+			}
+			if peerOut != 1 {
+				t.Errorf("issuer egress: %d rules to the peer port; want 1 (the replicas forward to each other)", peerOut)
+			}
+
+			controller := &networkingv1.NetworkPolicy{}
+			convert(t, find(t, objs, "NetworkPolicy", "tw-controller"), controller)
+			for _, rule := range controller.Spec.Ingress {
+				if isPeer(rule.Ports) {
+					t.Errorf("controller NetworkPolicy: got a peer port rule %+v; want none", rule)
+				}
+			}
+		})
 	}
 }
 
@@ -284,6 +407,7 @@ func TestEveryObjectOfTheKustomizeInstallationIsAccepted(t *testing.T) {
 	}
 	checkCommon(t, objs, defaultNamespace)
 	dryRun(t, objs)
+	checkPeerPortUnexposed(t, objs)
 }
 
 // checkCommon checks what holds for every object of an installation: namespaced objects name the

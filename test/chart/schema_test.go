@@ -30,6 +30,9 @@ func TestTheChartRefusesBadValuesWithAMessage(t *testing.T) {
 		{"a shard budget given as text", []string{"--set-string", "shardBudgetBytes=512Ki"}, "at '/shardBudgetBytes'"},
 		{"a CPU target above 100%", []string{"--set", "issuer.autoscaling.targetCPUUtilizationPercentage=150"}, "at '/issuer/autoscaling/targetCPUUtilizationPercentage': maximum"},
 		{"an extra argument that is not a string", []string{"--set", "issuer.extraArgs[0]=1"}, "at '/issuer/extraArgs/0'"},
+		{"a peer port that is the endpoints' port", []string{"--set", "issuer.peerPort=8443"}, "at '/issuer/peerPort'"},
+		{"a peer port above 65535", []string{"--set", "issuer.peerPort=70000"}, "at '/issuer/peerPort': maximum"},
+		{"a lease duration without a unit", []string{"--set-string", "issuer.leaseDuration=10"}, "at '/issuer/leaseDuration'"},
 		{"a trusted proxy that is not a CIDR", []string{"--set", "issuer.trustedProxies={10.0.0.1}"}, "at '/issuer/trustedProxies/0'"},
 		{"a trusted proxy range of every address", []string{"--set", "issuer.trustedProxies={0.0.0.0/0}"}, "at '/issuer/trustedProxies/0'"},
 		{"an API server address that is not a CIDR", []string{"--set", "networkPolicy.apiServer.cidrs={10.0.0.1}"}, "at '/networkPolicy/apiServer/cidrs/0'"},
@@ -60,6 +63,7 @@ func TestTheChartAcceptsTheValuesItDocuments(t *testing.T) {
 		"an external URL with a path":         {"--set", "externalURL=https://example.com/tokens"},
 		"an existing ServiceAccount by name":  {"--set", "issuer.serviceAccount.create=false,issuer.serviceAccount.name=issuer"},
 		"no preStop hook":                     {"--set", "issuer.preStopSleepSeconds=0"},
+		"a peer port and lease of one's own":  {"--set", "issuer.peerPort=9444,issuer.leaseDuration=1m30s"},
 		"memory as the only autoscaling goal": {"--set", "issuer.autoscaling.enabled=true,issuer.autoscaling.targetCPUUtilizationPercentage=null,issuer.autoscaling.targetMemoryUtilizationPercentage=70"},
 	}
 	for name, set := range tests {

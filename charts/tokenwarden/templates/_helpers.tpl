@@ -88,6 +88,11 @@ app.kubernetes.io/part-of: tokenwarden
 {{- default (printf "%s-issuer-tls" (include "tokenwarden.fullname" .)) .Values.issuer.tls.secretName }}
 {{- end }}
 
+{{/* The Secret of the issuer replicas' peer key, which the controller keeps and the issuer reads. */}}
+{{- define "tokenwarden.peerSecretName" -}}
+{{- printf "%s-issuer-peer" (include "tokenwarden.fullname" .) }}
+{{- end }}
+
 {{/* Where the TLS certificate comes from: secret, certManager or selfSigned; "" without TLS. */}}
 {{- define "tokenwarden.tlsSource" -}}
 {{- if .Values.issuer.tls.enabled }}
