@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -16,6 +17,7 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 	"github.com/tokenwarden/tokenwarden/issuer"
 	"github.com/tokenwarden/tokenwarden/issuer/app"
+	"github.com/tokenwarden/tokenwarden/issuer/peer"
 )
 
 // IssuerConfig is the issuer's configuration.
@@ -35,7 +37,13 @@ type IssuerConfig struct {
 	Linger         time.Duration
 	TLSCertFile    string
 	TLSKeyFile     string
-	Zap            zap.Options
+	// PeerListen, PeerAdvertise, PeerKeySecret and LeaseDuration configure journal ownership (app.Peers);
+	// PeerListen "0" turns it off.
+	PeerListen    string
+	PeerAdvertise string
+	PeerKeySecret string
+	LeaseDuration time.Duration
+	Zap           zap.Options
 }
 
 func issuerFlags(fs *flag.FlagSet) runner {
@@ -56,6 +64,10 @@ func issuerFlags(fs *flag.FlagSet) runner {
 	fs.Float64Var(&c.UsernameRate.PerSecond, "password-rate-per-user", issuer.DefaultUsernameRate.PerSecond, "wrong passwords per second per username of a users Secret, after the burst; per replica")
 	fs.IntVar(&c.UsernameRate.Burst, "password-burst-per-user", issuer.DefaultUsernameRate.Burst, "wrong passwords per username at once; per replica")
 	fs.Var(&c.TrustedProxies, "trusted-proxies", "comma-separated CIDRs of proxies (an ingress, a load balancer) whose X-Forwarded-For is believed: the client is the rightmost address in it that is not a trusted proxy; empty: the connection's peer")
+	fs.StringVar(&c.PeerListen, "peer-listen", c.PeerListen, "address of the peer port, where the replica owning a revocation journal takes the other replicas' decisions for it (authenticated; not for the Service); 0: no ownership, every replica writes every journal")
+	fs.StringVar(&c.PeerAdvertise, "peer-advertise", "", "host:port the other replicas reach the peer port at, unique per replica (e.g. $(POD_IP):8444); default: the pod's IP ($POD_IP) and the --peer-listen port")
+	fs.StringVar(&c.PeerKeySecret, "peer-key-secret", c.PeerKeySecret, "Secret of the issuer's namespace with the replicas' shared peer key (data key \"key\"; the controller's --issuer-peer-secret keeps it)")
+	fs.DurationVar(&c.LeaseDuration, "lease-duration", c.LeaseDuration, "how long a journal owner's Lease stands unrenewed: the longest a dead owner's journal answers 503; the same on every replica")
 	c.Zap.BindFlags(fs)
 	return c
 }
@@ -75,6 +87,15 @@ func (c *IssuerConfig) withDefaults() *IssuerConfig {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.PeerListen == "" {
+		c.PeerListen = ":8444"
+	}
+	if c.PeerKeySecret == "" {
+		c.PeerKeySecret = "tokenwarden-issuer-peer"
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = peer.DefaultLeaseDuration
 	}
 	return c
 }
@@ -116,6 +137,25 @@ func (c *IssuerConfig) Validate() error {
 	if c.Linger < 0 || c.Linger > 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--store-linger %s: want 0 to 100ms", c.Linger))
 	}
+	if c.PeerListen != "0" {
+		if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
+			errs = append(errs, fmt.Errorf("--peer-listen %q: %w", c.PeerListen, err))
+		}
+		if c.PeerKeySecret == "" {
+			errs = append(errs, errors.New("--peer-listen needs --peer-key-secret"))
+		}
+		if c.LeaseDuration < 2*time.Second || c.LeaseDuration > 5*time.Minute {
+			errs = append(errs, fmt.Errorf("--lease-duration %s: want 2s to 5m", c.LeaseDuration))
+		}
+		if c.LeaseDuration%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("--lease-duration %s: a Lease counts whole seconds", c.LeaseDuration))
+		}
+		if c.PeerAdvertise != "" {
+			if host, port, err := net.SplitHostPort(c.PeerAdvertise); err != nil || host == "" || port == "" || port == "0" {
+				errs = append(errs, fmt.Errorf("--peer-advertise %q: want host:port", c.PeerAdvertise))
+			}
+		}
+	}
 	if c.WriteTimeout <= 0 || c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("--store-write-timeout must be positive and --shutdown-grace not negative"))
 	}
@@ -137,7 +177,39 @@ func (c *IssuerConfig) run(ctx context.Context, cfg *rest.Config, logger logr.Lo
 			return fmt.Errorf("listen on %s: %w", c.MetricsListen, err)
 		}
 	}
-	return app.Run(ctx, cfg, app.Options{ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, MetricsListener: metrics, ShardBudget: c.ShardBudget,
+	var peers *app.Peers
+	if c.PeerListen != "0" {
+		pl, err := net.Listen("tcp", c.PeerListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s: %w", c.PeerListen, err)
+		}
+		advertise, err := c.advertise(pl.Addr())
+		if err != nil {
+			ln.Close()
+			pl.Close()
+			return err
+		}
+		peers = &app.Peers{Listener: pl, Advertise: advertise, KeySecret: c.PeerKeySecret, LeaseDuration: c.LeaseDuration}
+	}
+	return app.Run(ctx, cfg, app.Options{Peers: peers, ExternalURL: c.ExternalURL, Namespace: c.Namespace, Listener: ln, MetricsListener: metrics, ShardBudget: c.ShardBudget,
 		WriteTimeout: c.WriteTimeout, ShutdownGrace: c.ShutdownGrace, IPRate: c.IPRate, UsernameRate: c.UsernameRate, TrustedProxies: c.TrustedProxies, Pprof: c.Pprof, Linger: c.Linger, TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile,
 		Logger: logger.WithName("issuer")})
+}
+
+// advertise is where the other replicas reach this one's peer port, bound at bound: --peer-advertise; or
+// the address bound, when --peer-listen names a host; or $POD_IP with the port bound.
+func (c *IssuerConfig) advertise(bound net.Addr) (string, error) {
+	if c.PeerAdvertise != "" {
+		return c.PeerAdvertise, nil
+	}
+	host, _, _ := net.SplitHostPort(c.PeerListen)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound.String(), nil
+	}
+	_, port, _ := net.SplitHostPort(bound.String())
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		return net.JoinHostPort(ip, port), nil
+	}
+	return "", errors.New("--peer-advertise is needed where $POD_IP is not set: the other replicas must know where to reach this replica's peer port (or --peer-listen=0 for a single replica that forwards nothing)")
 }

@@ -8,14 +8,17 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -26,8 +29,10 @@ import (
 
 	"github.com/tokenwarden/tokenwarden/api/v1alpha1"
 	"github.com/tokenwarden/tokenwarden/internal/kube"
+	"github.com/tokenwarden/tokenwarden/internal/revocation"
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
 	"github.com/tokenwarden/tokenwarden/issuer"
+	"github.com/tokenwarden/tokenwarden/issuer/peer"
 	"github.com/tokenwarden/tokenwarden/issuer/policies"
 )
 
@@ -69,20 +74,48 @@ type Options struct {
 	Ready chan<- struct{}
 	// ServerOptions adjusts the server configuration before the server is built (rate limits in tests).
 	ServerOptions func(*issuer.ServerConfig)
+	// Peers, if set, gives each revocation journal one writer among the replicas: the replica holding its
+	// Lease decides, and the others send it their decisions over the peer port. Without it every replica
+	// writes every journal (compare-and-swap keeps that correct, not fast).
+	Peers *Peers
+}
+
+// Peers configures journal ownership and the peer port.
+type Peers struct {
+	// Listener is the peer port: only the issuer's own pods may reach it (the chart's NetworkPolicy).
+	Listener net.Listener
+	// Advertise is where the other replicas reach Listener, host:port; "" means Listener's address. It
+	// also names this replica among them, so it must be unique (the pod's IP).
+	Advertise string
+	// KeySecret is the Secret of the issuer's namespace holding the peers' shared key (the controller
+	// keeps it).
+	KeySecret string
+	// LeaseDuration is how long a journal's Lease stands without renewal: how long a dead owner's journal
+	// answers 503 at most. Zero means peer.DefaultLeaseDuration.
+	LeaseDuration time.Duration
 }
 
 // CacheOptions are the replica's informers: every TokenPolicy, and of its own namespace only the Secrets and
 // ConfigMaps the controller materialises there (signing keys and users; revocation objects and the subjects
 // sessions may be bound to), selected by label.
 func CacheOptions(namespace string) cache.Options {
+	return cacheOptions(namespace, false)
+}
+
+// cacheOptions are CacheOptions, with the replicas' Leases when they forward.
+func cacheOptions(namespace string, leases bool) cache.Options {
 	secrets, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentSigningKeys, v1alpha1.ComponentUsers})
 	shards, _ := labels.NewRequirement(v1alpha1.LabelComponent, selection.In, []string{v1alpha1.ComponentRevocations, v1alpha1.ComponentSubjects})
 	own := map[string]cache.Config{namespace: {}}
 	// managedFields name every data key of a ConfigMap: as large as the keys themselves, and never read.
-	return cache.Options{Scheme: kube.Scheme(), DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
+	opts := cache.Options{Scheme: kube.Scheme(), DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.Secret{}:    {Namespaces: own, Label: labels.NewSelector().Add(*secrets)},
 		&corev1.ConfigMap{}: {Namespaces: own, Label: labels.NewSelector().Add(*shards)},
 	}}
+	if leases {
+		opts.ByObject[&coordinationv1.Lease{}] = cache.ByObject{Namespaces: own, Label: labels.SelectorFromSet(labels.Set{v1alpha1.LabelComponent: peer.ComponentLease})}
+	}
+	return opts
 }
 
 // metricsServer serves /metrics, and with pprof net/http/pprof under /debug/pprof/: on a port of its own,
@@ -115,10 +148,12 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.Namespace == "" {
 		return errors.New("no namespace for the issuer")
 	}
-	informers, err := cache.New(cfg, CacheOptions(o.Namespace))
+	informers, err := cache.New(cfg, cacheOptions(o.Namespace, o.Peers != nil))
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cl, err := client.New(cfg, client.Options{Scheme: kube.Scheme()})
 	if err != nil {
 		return err
@@ -137,6 +172,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if _, err := shardInformer.AddEventHandler(store.EventHandler()); err != nil {
 		return err
 	}
+	var routed revocation.Store = store
+	var owners *peer.Owners
+	var peerServer *http.Server
+	if o.Peers != nil {
+		if owners, peerServer, routed, err = o.peers(ctx, informers, cl, store, registry); err != nil {
+			return err
+		}
+	}
 	source := policies.New(informers, o.Namespace, o.ExternalURL, o.Clock, o.Logger.WithName("policies"))
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: clientset.EventsV1()})
 	stopEvents := make(chan struct{})
@@ -146,7 +189,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	sc := issuer.ServerConfig{
 		ExternalURL: o.ExternalURL,
 		Policies:    source,
-		Store:       store,
+		Store:       routed,
 		// Reviews expire by the real clock: they stand for the API server's answers, not for token times.
 		Authenticator:  &issuer.CachingAuthenticator{Next: &issuer.TokenReviewer{Reviews: clientset.AuthenticationV1().TokenReviews()}, Clock: clock.RealClock{}},
 		Clock:          o.Clock,
@@ -165,8 +208,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	cacheDone := make(chan error, 1)
 	go func() { cacheDone <- informers.Start(ctx) }()
 	httpServer := issuer.NewHTTPServer(o.Listener.Addr().String(), srv.Handler())
@@ -198,6 +239,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		_ = httpServer.Close()
 		return err
 	}
+	if o.Peers != nil {
+		go owners.Run(ctx)
+		go func() { _ = peerServer.Serve(o.Peers.Listener) }()
+		defer peerServer.Close()
+	}
 	o.Logger.Info("Policies loaded; ready")
 	if o.Ready != nil {
 		close(o.Ready)
@@ -216,4 +262,47 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return err
 	}
 	return nil
+}
+
+// peers sets up journal ownership: the Owners fed by the Lease informer, the peer key, the peer port's
+// server deciding on store, and the Router the issuer's server uses instead of store.
+func (o *Options) peers(ctx context.Context, informers cache.Cache, cl client.Client, store *configmap.Store, registry prometheus.Registerer) (*peer.Owners, *http.Server, revocation.Store, error) {
+	p := o.Peers
+	advertise := p.Advertise
+	if advertise == "" {
+		advertise = p.Listener.Addr().String()
+	}
+	if p.KeySecret == "" {
+		return nil, nil, nil, errors.New("journal ownership needs the peer key's Secret")
+	}
+	journals := func() []string {
+		var list corev1.ConfigMapList
+		if err := informers.List(ctx, &list, client.InNamespace(o.Namespace), client.MatchingLabels{v1alpha1.LabelComponent: v1alpha1.ComponentRevocations},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		var out []string
+		for i := range list.Items {
+			if name := list.Items[i].Name; strings.HasSuffix(name, revocation.JournalName("")) {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	owners := peer.NewOwners(peer.OwnersConfig{Namespace: o.Namespace, Identity: advertise, Address: advertise, LeaseDuration: p.LeaseDuration,
+		Client: cl, Journals: journals, Logger: o.Logger.WithName("owners")})
+	leaseInformer, err := informers.GetInformer(ctx, &coordinationv1.Lease{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := leaseInformer.AddEventHandler(owners.EventHandler()); err != nil {
+		return nil, nil, nil, err
+	}
+	keys := &peer.Keys{}
+	go peer.LoadKeys(ctx, cl, types.NamespacedName{Namespace: o.Namespace, Name: p.KeySecret}, keys, o.Logger.WithName("peers"))
+	metrics := peer.NewMetrics(registry)
+	handler := &peer.Server{Keys: keys, Owners: owners, Local: store, Metrics: metrics, Namespace: o.Namespace}
+	server := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	o.Logger.Info("Forwarding decisions to journal owners", "peerAddress", advertise, "leaseDuration", p.LeaseDuration)
+	return owners, server, peer.NewRouter(store, owners, keys, metrics), nil
 }

@@ -43,6 +43,13 @@ var (
 // externalURL is the one URL every replica of the issuer is reached at, as behind a Service.
 const externalURL = "http://issuer.test"
 
+// peerSecret is the replicas' peer key Secret, which the controller keeps, as the chart names it.
+const peerSecret = "tokenwarden-issuer-peer"
+
+// leaseDuration is the replicas' journal Lease duration: short, so that a dead owner's journal changes
+// hands within a test's patience.
+const leaseDuration = 2 * time.Second
+
 // issuerNS is the issuers' namespace, as the chart's release namespace.
 const issuerNS = "tokenwarden-system"
 
@@ -63,7 +70,7 @@ func startController(e *testenv.Env) error {
 	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNS}}); err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS, IssuerPeerSecret: peerSecret}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(context.Background()) }() // stops with the process
@@ -88,7 +95,7 @@ func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust fun
 	o := app.Options{ExternalURL: externalURL, Namespace: issuerNS, Clock: clk, Logger: logr.Discard(), ServerOptions: func(c *issuer.ServerConfig) {
 		c.IPRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000} // the tests log in fast from one address
 		c.UsernameRate = issuer.RateLimit{PerSecond: 10000, Burst: 10000}
-	}}
+	}, Peers: &app.Peers{KeySecret: peerSecret, LeaseDuration: leaseDuration}}
 	if own {
 		o.ExternalURL = ""
 	}

@@ -54,7 +54,7 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 		logs = io.Discard
 	}
 	cmd := exec.Command(bin, append([]string{"issuer", "--external-url", externalURL, "--namespace", issuerNS, "--listen", "127.0.0.1:0",
-		"--metrics-listen", "127.0.0.1:0"}, flags...)...)
+		"--metrics-listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--peer-key-secret", peerSecret, "--lease-duration", leaseDuration.String()}, flags...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	stderr, err := cmd.StderrPipe()
 	must(t, err)

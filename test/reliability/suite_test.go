@@ -90,12 +90,19 @@ func startController(e *testenv.Env) error {
 	if err := e.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNS}}); err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNS, IssuerPeerSecret: peerSecret}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(context.Background()) }() // stops with the process
 	return nil
 }
+
+// peerSecret is the replicas' peer key Secret, which the controller keeps, as the chart names it.
+const peerSecret = "tokenwarden-issuer-peer"
+
+// leaseDuration is the replicas' journal Lease duration: short, so that a dead owner's journal changes
+// hands within a test's patience.
+const leaseDuration = 2 * time.Second
 
 // issuerNS is the issuers' namespace, as the chart's release namespace.
 const issuerNS = "tokenwarden-system"
@@ -138,6 +145,7 @@ func startReplica(t testing.TB, o replicaOptions) *replica {
 	}
 	r := apptest.Start(t, env.Config, app.Options{ExternalURL: externalURL, Namespace: issuerNS, Clock: o.clock, Logger: logger,
 		ShardBudget: o.shardBudget, WriteTimeout: o.writeTimeout, TrustedProxies: o.trustedProxies,
+		Peers: &app.Peers{KeySecret: peerSecret, LeaseDuration: leaseDuration},
 		ServerOptions: func(c *issuer.ServerConfig) {
 			if o.defaultLimits {
 				return

@@ -19,12 +19,15 @@ type Replica struct {
 	Base string
 	// Metrics is the URL the replica serves /metrics at: http://127.0.0.1:port.
 	Metrics string
+	// Peer is the replica's peer address, host:port, when it forwards; "" otherwise.
+	Peer string
 	// Stop ends the replica and waits for it; later calls do nothing. Cleanup calls it too.
 	Stop func()
 }
 
 // Start runs app.Run with o on a new loopback listener and waits until the replica serves its policies.
-// ExternalURL "" means the replica's own address. The replica stops when the test ends.
+// ExternalURL "" means the replica's own address; Peers without a Listener get one on loopback. The replica
+// stops when the test ends.
 func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -46,6 +49,13 @@ func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.Peers != nil && o.Peers.Listener == nil {
+		peers := *o.Peers
+		if peers.Listener, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		o.Peers = &peers
+	}
 	ready := make(chan struct{})
 	o.Listener, o.MetricsListener, o.Ready = ln, metrics, ready
 	ctx, cancel := context.WithCancel(context.Background())
@@ -61,7 +71,11 @@ func Start(t testing.TB, cfg *rest.Config, o app.Options) *Replica {
 		t.Fatal("replica not ready within 60s")
 	}
 	var stopped atomic.Bool
-	r := &Replica{Base: base, Metrics: "http://" + metrics.Addr().String(), Stop: func() {
+	peer := ""
+	if o.Peers != nil {
+		peer = o.Peers.Listener.Addr().String()
+	}
+	r := &Replica{Base: base, Metrics: "http://" + metrics.Addr().String(), Peer: peer, Stop: func() {
 		if stopped.Swap(true) {
 			return
 		}
