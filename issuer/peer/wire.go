@@ -27,7 +27,7 @@ import (
 // maxSkew, or whose nonce was seen before, is refused, so a recorded request cannot be replayed; an answer
 // that does not verify is not believed.
 const (
-	decidePath      = "/peer/v1/decide"
+	decidePath      = DecidePath
 	headerTime      = "Tokenwarden-Peer-Time"
 	headerNonce     = "Tokenwarden-Peer-Nonce"
 	headerSignature = "Tokenwarden-Peer-Signature"
@@ -35,6 +35,15 @@ const (
 	maxBody         = 8 << 20
 	maxOps          = 4096
 )
+
+// DecidePath is the peer port's one endpoint.
+const DecidePath = "/peer/v1/decide"
+
+// SignRequest adds to req, whose body is body, the credential a replica sends with key at now.
+func SignRequest(req *http.Request, key, body []byte, now time.Time) error {
+	_, err := sign(req, key, body, now)
+	return err
+}
 
 // KeyMinBytes is the least length of the peer key.
 const KeyMinBytes = 32

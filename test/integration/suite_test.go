@@ -80,6 +80,7 @@ func startController(e *testenv.Env) error {
 // replica is one running issuer.
 type replica struct {
 	base string // http://127.0.0.1:port
+	peer string // 127.0.0.1:port, its peer port
 	stop func()
 }
 
@@ -103,7 +104,7 @@ func startReplicaWith(t *testing.T, clk clock.PassiveClock, own bool, adjust fun
 		adjust(&o)
 	}
 	r := apptest.Start(t, env.Config, o)
-	return &replica{base: r.Base, stop: r.Stop}
+	return &replica{base: r.Base, peer: r.Peer, stop: r.Stop}
 }
 
 // passwordHash is the bcrypt hash of "wonderland" at the lowest cost a users Secret may hold.
