@@ -31,7 +31,7 @@ func benchFlags(fs *flag.FlagSet) subcommand.Runner {
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long each scenario runs")
 	fs.BoolVar(&c.Full, "full", false, "run the whole matrix (every kind x algorithm x concurrency x session count) instead of the default selection")
 	fs.StringVar(&c.Only, "only", "", `run only the scenarios whose description contains this, such as "refresh EdDSA c64 10k"`)
-	fs.StringVar(&c.Profile, "profile", "", "folder to write a CPU profile of the issuer under the EdDSA refresh scenario (c64, 10k sessions)")
+	fs.StringVar(&c.Profile, "profile", "", "folder to write CPU profiles of the issuer under the EdDSA refresh scenarios (c64, 10k sessions): issuer-refresh-eddsa-c64.pprof on one replica, issuer-refresh-eddsa-c64-<n>x-<i>.pprof for replica i of n")
 	fs.StringVar(&c.IssuerBinary, "issuer-binary", filepath.Join(filepath.Dir(self), "tokenwarden"), "the tokenwarden binary to run as the issuer replicas (make bench builds it beside this one)")
 	fs.StringVar(&c.WorkDir, "work-dir", filepath.Join(os.TempDir(), "tokenwarden-bench"), "folder for the processes' logs and the kubeconfig")
 	fs.StringVar(&c.ServeBound, "serve-bound", "", "internal: serve the bound refresh handler for this algorithm")

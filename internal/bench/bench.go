@@ -12,12 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/bcrypt"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -27,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -40,6 +44,7 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/login"
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 	"github.com/tokenwarden/tokenwarden/internal/revocation/configmap"
+	"github.com/tokenwarden/tokenwarden/issuer/peer"
 	"github.com/tokenwarden/tokenwarden/issuer/token"
 )
 
@@ -52,12 +57,13 @@ type Config struct {
 	Duration     time.Duration // per scenario
 	Full         bool          // the whole matrix instead of the default selection
 	Only         string        // run only the scenarios whose description contains this; "" for all
-	Profile      string        // folder for a CPU profile of the issuer under the EdDSA refresh scenario; "" for none
+	Profile      string        // folder for CPU profiles of the issuers under the EdDSA refresh scenarios; "" for none
 	WorkDir      string        // logs and kubeconfig
 	Out          io.Writer
 }
 
-// scenario is one row of the report.
+// scenario is one row of the report. With several replicas, each request goes to one of them at random,
+// as a Service spreads its many clients' connections.
 type scenario struct {
 	kind        string // login, refresh, introspect, mixed
 	alg         v1alpha1.SigningAlgorithm
@@ -90,7 +96,7 @@ func scenarios(full bool) []scenario {
 				}
 			}
 		}
-		return append(out, scenario{"refresh", v1alpha1.EdDSA, 64, 10000, 3})
+		return append(out, scaleOut...)
 	}
 	return []scenario{
 		{"refresh", v1alpha1.EdDSA, 1, 10000, 1},
@@ -103,8 +109,16 @@ func scenarios(full bool) []scenario {
 		{"login", v1alpha1.EdDSA, 16, 1000, 1},
 		{"introspect", v1alpha1.EdDSA, 64, 10000, 1},
 		{"mixed", v1alpha1.EdDSA, 64, 10000, 1},
-		{"refresh", v1alpha1.EdDSA, 64, 10000, 3},
+		scaleOut[0],
+		scaleOut[1],
 	}
+}
+
+// scaleOut are the rows the report compares with the same scenario on one replica: the same policy, sessions
+// and load, spread over more replicas.
+var scaleOut = []scenario{
+	{"refresh", v1alpha1.EdDSA, 64, 10000, 2},
+	{"refresh", v1alpha1.EdDSA, 64, 10000, 3},
 }
 
 // row is a scenario's measured figures.
@@ -120,6 +134,7 @@ type row struct {
 	boundKind      string
 	storeOpsPerOps float64
 	apiCPUPer1000  float64 // kube-apiserver and etcd
+	forwarded      float64 // decisions a replica sent to the journal's owner and had answered, per operation
 }
 
 const externalURL = "http://tokenwarden.bench"
@@ -202,7 +217,7 @@ func Run(ctx context.Context, cfg Config) error {
 			r.bound, r.boundKind = float64(runtime.NumCPU())/crypto.bcrypt.Seconds(), "bcrypt x CPUs"
 		}
 		rows = append(rows, *r)
-		fmt.Fprintf(out, "  %.0f ops/s, p50 %s p99 %s, errors %s\n", r.res.rate(), ms(r.res.percentile(.5)), ms(r.res.percentile(.99)), r.res.errorText())
+		fmt.Fprintf(out, "  %.0f ops/s, p50 %s p99 %s, errors %s, forwarded %.2f\n", r.res.rate(), ms(r.res.percentile(.5)), ms(r.res.percentile(.99)), r.res.errorText(), r.forwarded)
 	}
 	report(out, cfg, crypto, bounds, rows)
 	return nil
@@ -210,7 +225,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
-// startController runs the reconcilers in this process; their CPU is not the issuer's.
+// startController runs the reconcilers in this process (their CPU is not the issuer's), and waits for the
+// replicas' peer key it keeps: a replica without it answers 503 for what it would forward.
 func startController(ctx context.Context, cfg *rest.Config) error {
 	ctrl.SetLogger(logr.Discard())
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: kube.Scheme(), Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
@@ -226,15 +242,29 @@ func startController(ctx context.Context, cfg *rest.Config) error {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: issuerNamespace}}); err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNamespace, ShardStatusPeriod: 2 * time.Second}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{IssuerURL: externalURL, IssuerNamespace: issuerNamespace, ShardStatusPeriod: 2 * time.Second,
+		IssuerPeerSecret: peerSecret}); err != nil {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
+	key := types.NamespacedName{Namespace: issuerNamespace, Name: peerSecret}
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		return c.Get(ctx, key, &corev1.Secret{}) == nil, nil
+	}); err != nil {
+		return fmt.Errorf("the controller did not create the peer key Secret %s: %w", key, err)
+	}
 	return nil
 }
 
-// issuerNamespace is the issuer's namespace, where the controller materialises what it serves.
-const issuerNamespace = "tokenwarden-system"
+const (
+	// issuerNamespace is the issuer's namespace, where the controller materialises what it serves.
+	issuerNamespace = "tokenwarden-system"
+	// peerSecret holds the replicas' peer key: the controller keeps it, the replicas read it.
+	peerSecret = "tokenwarden-issuer-peer"
+	// settleMargin is how long after the bench sees a Lease change the replicas are taken to have seen it
+	// too.
+	settleMargin = time.Second
+)
 
 type bench struct {
 	hash       []byte // of every user's password
@@ -351,8 +381,15 @@ func (b *bench) preload(ctx context.Context, p *v1alpha1.TokenPolicy, n int) ([]
 	return out, nil
 }
 
-// replicas starts n issuer processes and waits until each serves policy p with its preloaded shards.
+// replicas starts n issuer processes, each with its peer port on loopback, waits until each serves policy
+// p with its preloaded shards, and then until p's journal has the owner they agree on.
 func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, tag string) ([]*process, error) {
+	// A stopped replica deletes its membership Lease; one left by a replica that was killed would count
+	// as a live replica for a Lease duration, and might be handed the journal.
+	if err := b.client.DeleteAllOf(ctx, &coordinationv1.Lease{}, client.InNamespace(issuerNamespace),
+		client.MatchingLabels{v1alpha1.LabelComponent: peer.ComponentLease, peer.LabelLeaseRole: peer.RoleMember}); err != nil {
+		return nil, fmt.Errorf("delete the membership Leases of stopped replicas: %w", err)
+	}
 	var procs []*process
 	for i := range n {
 		metricsAddr, err := freePort()
@@ -362,7 +399,8 @@ func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, ta
 		}
 		args := []string{"issuer", "--external-url", externalURL, "--namespace", issuerNamespace, "--metrics-listen", metricsAddr,
 			"--password-rate-per-client", "1e9", "--password-burst-per-client", "1000000",
-			"--password-rate-per-user", "1e9", "--password-burst-per-user", "1000000"}
+			"--password-rate-per-user", "1e9", "--password-burst-per-user", "1000000",
+			"--peer-listen", "127.0.0.1:0", "--peer-key-secret", peerSecret}
 		if b.cfg.Profile != "" {
 			args = append(args, "--pprof")
 		}
@@ -388,7 +426,69 @@ func (b *bench) replicas(ctx context.Context, n int, p *v1alpha1.TokenPolicy, ta
 			return nil, fmt.Errorf("replica %s does not serve %s: %w", proc.base, p.Name, err)
 		}
 	}
+	if err := b.settle(ctx, n, p); err != nil {
+		stopAll(procs)
+		return nil, err
+	}
 	return procs, nil
+}
+
+// journalLease is the Lease naming the owner of policy p's journal.
+func journalLease(p *v1alpha1.TokenPolicy) types.NamespacedName {
+	return types.NamespacedName{Namespace: issuerNamespace, Name: peer.JournalLeaseName(configmap.For(p, issuerNamespace).JournalName())}
+}
+
+// settle waits until p's journal has its lasting owner: the n replicas' membership Leases are there, and
+// the journal's Lease was renewed after every replica could see all of them, so by a holder whose plan
+// counted every replica (the others compute the same plan, and leave it the journal). Before that, the
+// first replica up may still hold a journal it is about to hand over, and decisions would wait for the
+// handover inside the measured window.
+func (b *bench) settle(ctx context.Context, n int, p *v1alpha1.TokenPolicy) error {
+	var all time.Time // when the bench first saw every membership
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if all.IsZero() {
+			var members coordinationv1.LeaseList
+			if err := b.client.List(ctx, &members, client.InNamespace(issuerNamespace),
+				client.MatchingLabels{v1alpha1.LabelComponent: peer.ComponentLease, peer.LabelLeaseRole: peer.RoleMember}); err != nil || len(members.Items) < n {
+				return false, nil
+			}
+			all = time.Now()
+		}
+		l := &coordinationv1.Lease{}
+		if err := b.client.Get(ctx, journalLease(p), l); err != nil {
+			return false, nil
+		}
+		return ptr.Deref(l.Spec.HolderIdentity, "") != "" && l.Spec.RenewTime != nil && l.Spec.RenewTime.After(all.Add(settleMargin)), nil
+	})
+	if err != nil {
+		return fmt.Errorf("the journal of %s has no settled owner among %d replica(s): %w", p.Name, n, err)
+	}
+	return nil
+}
+
+// owner is who holds p's journal now, and how many times it changed hands.
+func (b *bench) owner(ctx context.Context, p *v1alpha1.TokenPolicy) string {
+	l := &coordinationv1.Lease{}
+	if err := b.client.Get(ctx, journalLease(p), l); err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return fmt.Sprintf("%s after %d transition(s)", ptr.Deref(l.Spec.HolderIdentity, "none"), ptr.Deref(l.Spec.LeaseTransitions, 0))
+}
+
+// warmUp refreshes one session through each replica until each has answered once: a replica that has not
+// loaded the peer key yet, or finds no owner, answers 503 to what it would forward. Not measured.
+func warmUp(ctx context.Context, procs []*process, refresh func(ctx context.Context, base string) string) error {
+	for _, proc := range procs {
+		last := ""
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			last = refresh(ctx, proc.base)
+			return last == "", nil
+		})
+		if err != nil {
+			return fmt.Errorf("replica %s does not refresh (last: %s): %w", proc.base, last, err)
+		}
+	}
+	return nil
 }
 
 func stopAll(procs []*process) {
@@ -399,11 +499,14 @@ func stopAll(procs []*process) {
 
 var storeCounters = []string{"tokenwarden_store_writes_total", "tokenwarden_store_bytes_written_total", "tokenwarden_store_conflicts_total", "tokenwarden_store_operations_total"}
 
+// forwardedAnswered counts the decisions a replica sent to their journal's owner and had answered.
+const forwardedAnswered = `tokenwarden_peer_forwarded_total{outcome="answered"}`
+
 // compactionCounters are the in-process controller's: merges of sealed segments into the bases.
 var compactionCounters = []string{"tokenwarden_compaction_writes_total", "tokenwarden_compaction_bytes_written_total"}
 
-// sumMetrics adds up the store counters of every issuer process, and the controller's merge writes and
-// bytes into the store's: both are what the API server receives for the operations.
+// sumMetrics adds up the store counters and forwardedAnswered of every issuer process, and the controller's
+// merge writes and bytes into the store's: both are what the API server receives for the operations.
 func sumMetrics(procs []*process, policy string) (map[string]float64, error) {
 	total := map[string]float64{}
 	families, err := ctrlmetrics.Registry.Gather()
@@ -423,7 +526,7 @@ func sumMetrics(procs []*process, policy string) (map[string]float64, error) {
 		}
 	}
 	for _, p := range procs {
-		m, err := metrics(p.metrics, storeCounters...)
+		m, err := metrics(p.metrics, append(slices.Clip(storeCounters), forwardedAnswered)...)
 		if err != nil {
 			return nil, err
 		}
@@ -460,7 +563,8 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 	}
 	bearer := http.Header{"Authorization": {"Bearer " + tr.Status.Token}}
 	cl := newClient(sc.concurrency)
-	target := func(w int) string { return procs[w%len(procs)].base + path }
+	// Each request goes to a replica at random, as a Service spreads many clients.
+	replica := func() string { return procs[rand.IntN(len(procs))].base }
 
 	// Worker w owns the sessions i with i % concurrency == w, and cycles through them.
 	next := make([]int, sc.concurrency)
@@ -472,18 +576,20 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 		next[w]++
 		return i
 	}
-	refresh := func(ctx context.Context, w int) string {
-		i := pick(w)
-		resp, kind := cl.post(ctx, target(w)+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {sessions[i].refresh}}, nil)
+	refreshAt := func(ctx context.Context, base string, i int) string {
+		resp, kind := cl.post(ctx, base+path+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {sessions[i].refresh}}, nil)
 		if kind == "" {
 			sessions[i].refresh, _ = resp["refresh_token"].(string)
 			sessions[i].access, _ = resp["access_token"].(string)
 		}
 		return kind
 	}
+	refresh := func(ctx context.Context, w int) string {
+		return refreshAt(ctx, replica(), pick(w))
+	}
 	introspect := func(ctx context.Context, w int) string {
 		i := pick(w)
-		resp, kind := cl.post(ctx, target(w)+"/introspect", url.Values{"token": {sessions[i].access}}, bearer)
+		resp, kind := cl.post(ctx, replica()+path+"/introspect", url.Values{"token": {sessions[i].access}}, bearer)
 		if kind == "" && resp["active"] != true {
 			return "inactive"
 		}
@@ -504,13 +610,23 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 		}
 	case "login":
 		f = func(ctx context.Context, w int) string {
-			_, kind := cl.post(ctx, target(w)+"/token", url.Values{"grant_type": {"password"}, "username": {fmt.Sprintf("user-%d", w%100)}, "password": {"bench-password"}}, nil)
+			_, kind := cl.post(ctx, replica()+path+"/token", url.Values{"grant_type": {"password"}, "username": {fmt.Sprintf("user-%d", w%100)}, "password": {"bench-password"}}, nil)
 			return kind
 		}
 	default:
 		return nil, errors.New("unknown scenario kind " + sc.kind)
 	}
 
+	// A session per attempt, from the last one down: a failed attempt may leave its session's state unknown.
+	// The workers go on from the tokens these refreshes return.
+	warm := len(sessions)
+	if err := warmUp(ctx, procs, func(ctx context.Context, base string) string {
+		warm = (warm - 1 + len(sessions)) % len(sessions)
+		return refreshAt(ctx, base, warm)
+	}); err != nil {
+		return nil, err
+	}
+	owner := b.owner(ctx, p)
 	before, err := sumMetrics(procs, p.Namespace+"/"+p.Name)
 	if err != nil {
 		return nil, err
@@ -520,9 +636,12 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 		cpuBefore += p.cpuSeconds()
 	}
 	apiBefore := childCPU("kube-apiserver") + childCPU("etcd")
-	profileDone := b.profile(ctx, sc, procs[0])
+	profileDone := b.profile(ctx, sc, procs)
 	res := drive(ctx, sc.concurrency, b.cfg.Duration, 0, f)
 	<-profileDone
+	if now := b.owner(ctx, p); now != owner {
+		fmt.Fprintf(b.cfg.Out, "  the journal changed owner during the scenario: from %s to %s\n", owner, now)
+	}
 	after, err := sumMetrics(procs, p.Namespace+"/"+p.Name)
 	if err != nil {
 		return nil, err
@@ -539,6 +658,7 @@ func (b *bench) runScenario(ctx context.Context, sc scenario) (*row, error) {
 		r.writesPerOp = (after[storeCounters[0]] - before[storeCounters[0]]) / ops
 		r.bytesPerOp = (after[storeCounters[1]] - before[storeCounters[1]]) / ops
 		r.storeOpsPerOps = (after[storeCounters[3]] - before[storeCounters[3]]) / ops
+		r.forwarded = (after[forwardedAnswered] - before[forwardedAnswered]) / ops
 	}
 	r.conflicts = after[storeCounters[2]] - before[storeCounters[2]]
 	return r, nil
@@ -552,32 +672,58 @@ func errorsTotal(r *result) int {
 	return n
 }
 
-// profile takes a CPU profile of the issuer during the EdDSA refresh scenario at c64, when asked to.
-func (b *bench) profile(ctx context.Context, sc scenario, p *process) <-chan struct{} {
+// profile takes a CPU profile of each issuer replica during the EdDSA refresh scenarios at c64 with 10k
+// sessions, when asked to: issuer-refresh-eddsa-c64.pprof for one replica, and
+// issuer-refresh-eddsa-c64-<n>x-<i>.pprof for replica i of n.
+func (b *bench) profile(ctx context.Context, sc scenario, procs []*process) <-chan struct{} {
 	done := make(chan struct{})
-	if b.cfg.Profile == "" || sc.kind != "refresh" || sc.alg != v1alpha1.EdDSA || sc.concurrency != 64 || sc.sessions != 10000 || sc.replicas != 1 {
+	if b.cfg.Profile == "" || sc.kind != "refresh" || sc.alg != v1alpha1.EdDSA || sc.concurrency != 64 || sc.sessions != 10000 {
 		close(done)
 		return done
 	}
-	go func() {
-		defer close(done)
-		secs := int(max(1, b.cfg.Duration.Seconds()-1))
-		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.metrics, secs))
-		if err != nil {
-			return
+	secs := int(max(1, b.cfg.Duration.Seconds()-1))
+	var wg sync.WaitGroup
+	for i, p := range procs {
+		name := "issuer-refresh-eddsa-c64.pprof"
+		if len(procs) > 1 {
+			name = fmt.Sprintf("issuer-refresh-eddsa-c64-%dx-%d.pprof", len(procs), i)
 		}
-		defer resp.Body.Close()
-		if err := os.MkdirAll(b.cfg.Profile, 0o755); err != nil {
-			return
-		}
-		f, err := os.Create(filepath.Join(b.cfg.Profile, "issuer-refresh-eddsa-c64.pprof"))
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
-	}()
+		wg.Go(func() {
+			if err := b.profileTo(ctx, p, secs, filepath.Join(b.cfg.Profile, name)); err != nil {
+				fmt.Fprintf(b.cfg.Out, "  no profile %s: %v\n", name, err)
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
 	return done
+}
+
+// profileTo writes a CPU profile of p over secs seconds to path.
+func (b *bench) profileTo(ctx context.Context, p *process, secs int, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.metrics, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	if err := os.MkdirAll(b.cfg.Profile, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // runBound drives the bare handler of alg, in its own process, at concurrency 64.

@@ -115,7 +115,8 @@ func (p *process) peakRSS() int64 {
 	return 0
 }
 
-// metrics reads the unlabelled counters of a Prometheus text endpoint.
+// metrics reads counters of a Prometheus text endpoint, each named as the endpoint writes it: bare, or
+// with its labels (name{label="value"}).
 func metrics(base string, names ...string) (map[string]float64, error) {
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
