@@ -234,7 +234,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if o.MetricsListener != nil {
 		metricsAddress = o.MetricsListener.Addr().String()
 	}
-	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "metricsAddress", metricsAddress, "externalURL", o.ExternalURL)
+	peerAddress := ""
+	if o.Peers != nil {
+		peerAddress = o.Peers.advertise()
+	}
+	o.Logger.Info("Serving", "address", o.Listener.Addr().String(), "metricsAddress", metricsAddress, "peerAddress", peerAddress, "externalURL", o.ExternalURL)
 	if err := source.Start(ctx, informers); err != nil {
 		_ = httpServer.Close()
 		return err
@@ -264,14 +268,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	return nil
 }
 
+// advertise is where the other replicas reach this one.
+func (p *Peers) advertise() string {
+	if p.Advertise != "" {
+		return p.Advertise
+	}
+	return p.Listener.Addr().String()
+}
+
 // peers sets up journal ownership: the Owners fed by the Lease informer, the peer key, the peer port's
 // server deciding on store, and the Router the issuer's server uses instead of store.
 func (o *Options) peers(ctx context.Context, informers cache.Cache, cl client.Client, store *configmap.Store, registry prometheus.Registerer) (*peer.Owners, *http.Server, revocation.Store, error) {
 	p := o.Peers
-	advertise := p.Advertise
-	if advertise == "" {
-		advertise = p.Listener.Addr().String()
-	}
+	advertise := p.advertise()
 	if p.KeySecret == "" {
 		return nil, nil, nil, errors.New("journal ownership needs the peer key's Secret")
 	}

@@ -124,7 +124,7 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 			"--issuer-tls-hosts=" + host + ",tokenwarden-issuer,tokenwarden-issuer." + ns + ",tokenwarden-issuer." + ns + ".svc.cluster.local",
 			"--issuer-peer-secret=tokenwarden-issuer-peer"},
 		issuer: {"issuer", "--external-url=" + url, "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
-			"--peer-listen=:8444", "--peer-advertise=$(POD_IP):8444", "--peer-key-secret=tokenwarden-issuer-peer", "--lease-duration=10s",
+			"--peer-listen=:8444", "--peer-key-secret=tokenwarden-issuer-peer", "--lease-duration=10s",
 			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key"},
 	}
 	for d, want := range wantArgs {
@@ -158,7 +158,7 @@ func TestEveryObjectOfTheChartWithDefaultValuesIsAccepted(t *testing.T) {
 		}
 	}
 	if want := map[string]string{"POD_NAME": "metadata.name", "POD_IP": "status.podIP"}; !maps.Equal(downward, want) {
-		t.Errorf("issuer environment from the downward API: got %v; want %v ($(POD_IP) in --peer-advertise)", downward, want)
+		t.Errorf("issuer environment from the downward API: got %v; want %v ($POD_IP: where the other replicas reach the peer port)", downward, want)
 	}
 	if pod := podSpec(t, issuer); len(pod.Volumes) != 1 || pod.Volumes[0].Secret == nil || pod.Volumes[0].Secret.SecretName != "tokenwarden-issuer-tls" {
 		t.Errorf("issuer volumes: got %+v; want the controller's TLS Secret tokenwarden-issuer-tls", pod.Volumes)
@@ -202,7 +202,7 @@ func TestEveryObjectOfTheChartWithEveryOptionalFeatureOnIsAccepted(t *testing.T)
 		"tw-controller": {"controller", "--issuer-url=https://tokens.example.com/auth", "--issuer-namespace=" + ns, "--leader-elect", "--leader-election-namespace=" + ns,
 			"--issuer-peer-secret=tw-issuer-peer", "--shard-budget-bytes=262144", "--zap-log-level=debug"},
 		"tw-issuer": {"issuer", "--external-url=https://tokens.example.com/auth", "--namespace=" + ns, "--listen=:8443", "--metrics-listen=:9090",
-			"--peer-listen=:9444", "--peer-advertise=$(POD_IP):9444", "--peer-key-secret=tw-issuer-peer", "--lease-duration=15s",
+			"--peer-listen=:9444", "--peer-key-secret=tw-issuer-peer", "--lease-duration=15s",
 			"--tls-cert-file=/var/run/tokenwarden/tls/tls.crt", "--tls-key-file=/var/run/tokenwarden/tls/tls.key", "--shard-budget-bytes=262144", "--trusted-proxies=10.0.0.0/8,fd00::/8", "--shutdown-grace=20s"},
 	}
 	for name, want := range wantArgs {

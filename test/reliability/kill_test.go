@@ -60,7 +60,7 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 	must(t, err)
 	must(t, cmd.Start())
 	exited := make(chan struct{})
-	addr := make(chan [2]string, 1)
+	addr := make(chan [3]string, 1)
 	go func() {
 		// The zap JSON log line "Serving" names the addresses; the whole log goes to logs.
 		sc := bufio.NewScanner(stderr)
@@ -70,10 +70,11 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 			var line struct {
 				Msg, Address   string
 				MetricsAddress string `json:"metricsAddress"`
+				PeerAddress    string `json:"peerAddress"`
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "Serving" && line.Address != "" {
 				select {
-				case addr <- [2]string{line.Address, line.MetricsAddress}:
+				case addr <- [3]string{line.Address, line.MetricsAddress, line.PeerAddress}:
 				default:
 				}
 			}
@@ -82,10 +83,10 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	var base, metrics string
+	var base, metrics, peer string
 	select {
 	case a := <-addr:
-		base, metrics = "http://"+a[0], "http://"+a[1]
+		base, metrics, peer = "http://"+a[0], "http://"+a[1], a[2]
 	case <-exited:
 		t.Fatalf("tokenwarden issuer exited before serving")
 	case <-time.After(60 * time.Second):
@@ -93,7 +94,7 @@ func (f *fixture) startBinary(t *testing.T, bin, kubeconfig string, logs io.Writ
 		t.Fatalf("tokenwarden issuer did not serve within 60s")
 	}
 	var once sync.Once
-	r := &replica{base: base, metrics: metrics, stop: func() {
+	r := &replica{base: base, metrics: metrics, peer: peer, stop: func() {
 		once.Do(func() {
 			_ = cmd.Process.Kill() // SIGKILL
 			<-exited

@@ -133,6 +133,7 @@ var loopback = issuer.Prefixes{netip.MustParsePrefix("127.0.0.0/8")}
 type replica struct {
 	base    string // http://127.0.0.1:port, its endpoints
 	metrics string // http://127.0.0.1:port, its /metrics
+	peer    string // 127.0.0.1:port, its peer port
 	stop    func()
 }
 
@@ -153,7 +154,7 @@ func startReplica(t testing.TB, o replicaOptions) *replica {
 			c.IPRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000} // the tests log in fast from one address
 			c.UsernameRate = issuer.RateLimit{PerSecond: 100000, Burst: 100000}
 		}})
-	return &replica{base: r.Base, metrics: r.Metrics, stop: r.Stop}
+	return &replica{base: r.Base, metrics: r.Metrics, peer: r.Peer, stop: r.Stop}
 }
 
 // fixture is a namespace with a policy, users, ServiceAccounts and replicas.
