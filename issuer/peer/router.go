@@ -14,7 +14,7 @@ import (
 
 // Linger is how long forwarded decisions for one owner gather before they go out together: a batch costs
 // one request and one signature whatever its size.
-const Linger = time.Millisecond
+const Linger = 5 * time.Millisecond
 
 // maxBatch sends a batch at once when it is this large.
 const maxBatch = 256
