@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -119,7 +117,7 @@ func (o *Owners) EventHandler() toolscache.ResourceEventHandler {
 				o.mu.Lock()
 				delete(o.observed, l.Name)
 				o.mu.Unlock()
-				o.poke()
+				o.Poke()
 			}
 		},
 	}
@@ -138,12 +136,12 @@ func (o *Owners) see(obj any) {
 	}
 	o.mu.Unlock()
 	if changed && l.Labels[LabelLeaseRole] == RoleJournal && holder(l) != o.cfg.Identity {
-		o.poke() // a Lease released or taken: see at once whether it falls to this replica
+		o.Poke() // a Lease released or taken: see at once whether it falls to this replica
 	}
 }
 
-// poke asks Run for a pass now.
-func (o *Owners) poke() {
+// Poke asks Run for a pass now: a Lease changed, or a request found its journal without an owner.
+func (o *Owners) Poke() {
 	select {
 	case o.kick <- struct{}{}:
 	default:
@@ -211,9 +209,6 @@ func (o *Owners) Run(ctx context.Context) {
 		}
 	}
 }
-
-// Poke asks for a pass now: a journal appeared, or a request found none owning it.
-func (o *Owners) Poke() { o.poke() }
 
 // pass renews this replica's membership, then for every journal takes, renews or hands over its Lease.
 func (o *Owners) pass(ctx context.Context) {
@@ -431,16 +426,4 @@ func (o *Owners) dropGone(ctx context.Context, journals []string) {
 			o.cfg.Logger.V(1).Info("Deleting a stale Lease failed", "lease", l.Name, "error", err.Error())
 		}
 	}
-}
-
-// String describes what this replica holds, for logs.
-func (o *Owners) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	names := make([]string, 0, len(o.renewed))
-	for name := range o.renewed {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return fmt.Sprintf("%s holds [%s]", o.cfg.Identity, strings.Join(names, ", "))
 }

@@ -21,13 +21,12 @@ import (
 	"github.com/tokenwarden/tokenwarden/internal/revocation"
 )
 
-// The peer protocol: one POST of a batch of decisions to decidePath, signed with the peers' shared key
+// The peer protocol: one POST of a batch of decisions to DecidePath, signed with the peers' shared key
 // (HMAC-SHA256 over the method, path, time, a fresh nonce and the body), answered with the outcomes in the
 // same order, signed over the request's nonce and the answer's body. A request older or newer than
 // maxSkew, or whose nonce was seen before, is refused, so a recorded request cannot be replayed; an answer
 // that does not verify is not believed.
 const (
-	decidePath      = DecidePath
 	headerTime      = "Tokenwarden-Peer-Time"
 	headerNonce     = "Tokenwarden-Peer-Nonce"
 	headerSignature = "Tokenwarden-Peer-Signature"
@@ -265,7 +264,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.Now = time.Now
 		}
 	})
-	if r.Method != http.MethodPost || r.URL.Path != decidePath {
+	if r.Method != http.MethodPost || r.URL.Path != DecidePath {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
@@ -333,7 +332,7 @@ func post(ctx context.Context, hc *http.Client, address string, key []byte, ops 
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+address+decidePath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+address+DecidePath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
